@@ -1,0 +1,65 @@
+"""daqlab: acquire, watch, record and analyse measurement data in Jupyter.
+
+>>> import daqlab as dl
+>>> run = dl.make_run([[0.0, 1.0]], ["ai0"], sample_rate=10.0)
+>>> dl.validate(run).daq.channel_names
+['ai0']
+"""
+
+from daqlab import sources
+from daqlab._version import __version__
+from daqlab.accessor import DaqAccessor
+from daqlab.buffer import Block, Reader, RingBuffer
+from daqlab.errors import (
+    AcquisitionError,
+    AlreadyCalibratedError,
+    CalibrationError,
+    ChannelError,
+    ChannelNotFoundError,
+    ConfigurationError,
+    DaqlabError,
+    DataRangeError,
+    FormatError,
+    NotCalibratedError,
+    SchemaError,
+    ShapeError,
+    SourceError,
+    StorageError,
+)
+from daqlab.io import open_run, save
+from daqlab.model import Calibration, Channel, Quality
+from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AcquisitionError",
+    "AlreadyCalibratedError",
+    "Block",
+    "Calibration",
+    "CalibrationError",
+    "Channel",
+    "ChannelError",
+    "ChannelNotFoundError",
+    "ConfigurationError",
+    "DaqAccessor",
+    "DaqlabError",
+    "DataRangeError",
+    "FormatError",
+    "NotCalibratedError",
+    "Quality",
+    "Reader",
+    "RingBuffer",
+    "SchemaError",
+    "ShapeError",
+    "SourceError",
+    "StorageError",
+    "__version__",
+    "calibrate",
+    "empty_run",
+    "make_run",
+    "open_run",
+    "save",
+    "sources",
+    "uncalibrate",
+    "validate",
+]

@@ -1,0 +1,3 @@
+from daqlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""The ``daqlab`` command line: ``demo``, ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from tqdm import tqdm
+
+from daqlab._version import __version__
+from daqlab.buffer import RingBuffer
+from daqlab.errors import ConfigurationError, DaqlabError
+from daqlab.io import open_run, save
+from daqlab.model import Quality
+from daqlab.sources import Simulated
+
+__all__ = ["main", "summary"]
+
+
+def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
+    def parse(text: str) -> float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return v
+
+    return parse
+
+
+def summary(run: xr.Dataset, path: Path | None = None) -> str:
+    """A few human lines about a run: channels, samples, rate, span, quality."""
+    names = run.daq.channel_names
+    n = run.sizes["time"]
+    q = np.asarray(run["quality"].values)
+    lines = [
+        f"run        {run.attrs.get('name') or '(unnamed)'}  id {run.attrs['id']}",
+        f"channels   {len(names)}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}",
+        f"samples    {n} per channel at {run.attrs['sample_rate']:g} Hz "
+        f"({run.daq.duration:.3f} s)",
+    ]
+    if n:
+        lines.append(f"time       {run.time.values[0]} .. {run.time.values[-1]} UTC")
+    counts = ", ".join(f"{f.name.lower()} {int((q == f).sum())}" for f in Quality)
+    lines.append(f"quality    {counts}")
+    lines.append(f"calibrated {bool(run.attrs['calibrated'])}")
+    if path is not None:
+        lines.append(f"file       {path}")
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    seconds, channels, rate = float(args.seconds), int(args.channels), float(args.rate)
+    total = round(seconds * rate)
+    if total < 1:
+        raise ConfigurationError(
+            f"--seconds {seconds} at --rate {rate} gives no samples; ask for at least one."
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = Simulated(channels, rate, seed=args.seed, duration=seconds)
+    buffer = RingBuffer(source.channels, total, rate, name="demo",
+                        metadata={"source": source.describe()})
+    source.start()
+    with tqdm(total=total, unit="sample", unit_scale=True, desc="acquiring",
+              disable=args.quiet) as bar:
+        while not source.finished:
+            block = source.read(timeout=0.5)
+            if block is not None:
+                buffer.push(block.values, block.times, block.quality)
+                bar.update(len(block))
+    source.stop()
+    run = buffer.latest()
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = save(run, out / f"demo-{stamp}-{run.attrs['id'][:8]}.nc")
+    print(summary(run, path))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    run = open_run(path, chunks={})
+    print(summary(run, path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="daqlab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"daqlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="record a simulated acquisition to disk and summarise it")
+    demo.add_argument("--seconds", type=_positive(float), default=5.0, help="length (default 5)")
+    demo.add_argument("--channels", type=_positive(int), default=4, help="channel count (default 4)")
+    demo.add_argument("--rate", type=_positive(float), default=10_000.0,
+                      help="sample rate in Hz (default 10000)")
+    demo.add_argument("--out", default="daqlab-runs", help="folder for the run (default ./daqlab-runs)")
+    demo.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo)
+    info = sub.add_parser("info", help="summarise a saved run")
+    info.add_argument("path")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``daqlab`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except DaqlabError as exc:
+        print(f"daqlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"daqlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code

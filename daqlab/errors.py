@@ -1,0 +1,100 @@
+"""The daqlab error hierarchy.
+
+Every error daqlab raises on purpose derives from :class:`DaqlabError` and also
+from the builtin it resembles, so ``except ValueError`` keeps working. Messages
+say what was given, what is allowed, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AcquisitionError",
+    "AlreadyCalibratedError",
+    "CalibrationError",
+    "ChannelError",
+    "ChannelNotFoundError",
+    "ConfigurationError",
+    "DaqlabError",
+    "DataRangeError",
+    "FormatError",
+    "NotCalibratedError",
+    "SchemaError",
+    "ShapeError",
+    "SourceError",
+    "StorageError",
+]
+
+
+class DaqlabError(Exception):
+    """Base of every error daqlab raises on purpose."""
+
+
+class ConfigurationError(DaqlabError, ValueError):
+    """A setting (sample rate, capacity, block size...) is out of its allowed range."""
+
+
+class ChannelError(DaqlabError, ValueError):
+    """A channel definition is invalid (name, range, duplicates)."""
+
+
+class ChannelNotFoundError(DaqlabError, KeyError):
+    """A channel name was asked for that the run or buffer does not have."""
+
+    def __str__(self) -> str:
+        # KeyError would repr() the message and wrap it in quotes.
+        return str(self.args[0]) if self.args else ""
+
+
+class CalibrationError(DaqlabError, ValueError):
+    """A calibration is invalid (NaN/zero slope, non-finite offset)."""
+
+
+class AlreadyCalibratedError(CalibrationError):
+    """``calibrate`` was asked to calibrate a run that is calibrated already."""
+
+
+class NotCalibratedError(CalibrationError):
+    """``uncalibrate`` was asked to undo a calibration that was never applied."""
+
+
+class ShapeError(DaqlabError, ValueError):
+    """An array has the wrong shape or dtype for where it was given."""
+
+
+class DataRangeError(DaqlabError, IndexError):
+    """Samples were asked for that a buffer or run does not hold (any more)."""
+
+
+class SchemaError(DaqlabError, ValueError):
+    """A run does not follow the daqlab run schema.
+
+    ``problems`` lists every problem found, one sentence each.
+    """
+
+    def __init__(self, problems: Iterable[str], *, what: str = "run") -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        n = len(self.problems)
+        super().__init__(
+            f"this {what} does not follow the daqlab run schema "
+            f"({n} problem{'s' if n != 1 else ''}):\n{lines}\n"
+            "Build runs with daqlab.make_run(...) or fix the items above."
+        )
+
+
+class SourceError(DaqlabError, RuntimeError):
+    """A source failed or was used out of order (read before start...)."""
+
+
+class AcquisitionError(DaqlabError, RuntimeError):
+    """Acquisition failed; the cause is chained as ``__cause__``."""
+
+
+class StorageError(DaqlabError, OSError):
+    """A file could not be written or read (disk full, permissions, vanished folder)."""
+
+
+class FormatError(DaqlabError, ValueError):
+    """A file is corrupt, truncated, foreign or of an unsupported format/version."""

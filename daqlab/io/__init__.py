@@ -1,0 +1,5 @@
+"""Saving and opening runs."""
+
+from daqlab.io._open import FORMATS, open_run, save
+
+__all__ = ["FORMATS", "open_run", "save"]

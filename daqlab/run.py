@@ -1,0 +1,652 @@
+"""The run: one ``xarray.Dataset`` shape shared by every part of daqlab.
+
+See ``shared/DESIGN.md`` ("One shape everywhere: the run"). This module builds
+runs (:func:`make_run`), checks them (:func:`validate`) and converts between raw
+and physical units (:func:`calibrate`, :func:`uncalibrate`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+
+from daqlab.errors import (
+    AlreadyCalibratedError,
+    ConfigurationError,
+    NotCalibratedError,
+    SchemaError,
+    ShapeError,
+)
+from daqlab.model import (
+    Calibration,
+    Channel,
+    ChannelLike,
+    Quality,
+    check_channel_name,
+    to_channels,
+    to_datetime64,
+)
+
+__all__ = [
+    "CHANNEL_COORDS",
+    "QUALITY_ATTRS",
+    "SCHEMA_VERSION",
+    "assemble_run",
+    "calibrate",
+    "channels_of",
+    "check_metadata",
+    "check_sample_rate",
+    "empty_run",
+    "flag_quality",
+    "iso_utc",
+    "make_run",
+    "run_attrs",
+    "sample_times",
+    "uncalibrate",
+    "validate",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the run schema; files record it, and newer ones are refused."""
+
+CHANNEL_COORDS = ("unit", "range_min", "range_max", "cal_slope", "cal_offset", "cal_date")
+"""Per-channel coordinates every run carries, besides ``channel`` itself."""
+
+QUALITY_ATTRS: dict[str, Any] = {
+    "long_name": "sample quality flag",
+    "flag_values": np.array([q.value for q in Quality], dtype=np.int8),
+    "flag_meanings": Quality.meanings(),
+}
+"""CF attributes of the ``quality`` variable."""
+
+_REQUIRED_ATTRS = ("id", "name", "description", "created_at", "sample_rate", "metadata", "calibrated")
+
+
+def iso_utc(when: Any = None) -> str:
+    """ISO 8601 UTC text with a ``Z`` suffix, microsecond resolution; ``None`` is now.
+
+    >>> iso_utc("2024-01-02T03:04:05.5")
+    '2024-01-02T03:04:05.500000Z'
+    """
+    if when is None:
+        when = _dt.datetime.now(_dt.UTC)
+    t = pd.Timestamp(to_datetime64(when, what="created_at"))
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_sample_rate(sample_rate: object) -> float:
+    """Return ``sample_rate`` as a float if it is finite and > 0, else raise."""
+    if isinstance(sample_rate, bool) or not isinstance(
+        sample_rate, (int, float, np.integer, np.floating)
+    ):
+        raise ConfigurationError(
+            f"sample_rate must be a number of samples per second; got {sample_rate!r} "
+            f"({type(sample_rate).__name__}). Pass e.g. sample_rate=1000.0."
+        )
+    rate = float(sample_rate)
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigurationError(
+            f"sample_rate must be finite and > 0 Hz; got {sample_rate!r}. Pass e.g. 1000.0."
+        )
+    return rate
+
+
+def check_metadata(metadata: object) -> dict[str, Any]:
+    """Return a copy of ``metadata`` if it is a dict of JSON values with str keys."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError(
+            f"metadata must be a dict of JSON values; got {type(metadata).__name__}. "
+            "Pass e.g. metadata={'operator': 'Ada'}."
+        )
+    try:
+        text = json.dumps(dict(metadata), allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"metadata must hold only JSON values (str keys; str, numbers, bool, None, "
+            f"lists, dicts); {exc}. Convert other objects first, e.g. str(x) or x.tolist()."
+        ) from None
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def sample_times(start_ns: int, first_index: int, n: int, sample_rate: float) -> NDArray[np.datetime64]:
+    """Timestamps of samples ``first_index .. first_index + n - 1`` of a paced stream.
+
+    Sample ``k`` is at ``start + k / sample_rate`` rounded to the nanosecond, so
+    consecutive blocks line up exactly.
+
+    >>> sample_times(0, 2, 3, 4.0)
+    array(['1970-01-01T00:00:00.500000000', '1970-01-01T00:00:00.750000000',
+           '1970-01-01T00:00:01.000000000'], dtype='datetime64[ns]')
+    """
+    step = 1e9 / sample_rate
+    if step.is_integer():  # exact integer arithmetic, and cheap on the push path
+        k = np.arange(first_index, first_index + n, dtype=np.int64)
+        offsets = k * np.int64(step)
+    else:
+        kf = np.arange(first_index, first_index + n, dtype=np.float64)
+        offsets = np.rint(kf * 1e9 / sample_rate).astype(np.int64)
+    return (np.int64(start_ns) + offsets).view("datetime64[ns]")
+
+
+def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
+    arr = np.asarray(times)
+    if arr.dtype.kind != "M":
+        try:
+            idx = pd.DatetimeIndex(arr) if arr.dtype.kind in "OU" else None
+        except (TypeError, ValueError):
+            idx = None
+        if idx is None:
+            raise ShapeError(
+                f"times must be datetime-like (datetime64, datetime objects, ISO text); got "
+                f"dtype {arr.dtype}. Convert, e.g. np.asarray(t_seconds * 1e9, 'int64')"
+                ".view('datetime64[ns]'), or pass start=... and let daqlab stamp them."
+            )
+        if idx.tz is not None:
+            idx = idx.tz_convert("UTC").tz_localize(None)
+        arr = idx.to_numpy()
+    arr = arr.astype("datetime64[ns]")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ShapeError(
+            f"times must be 1-D with one timestamp per sample ({n}); got shape {arr.shape}."
+        )
+    if n and np.isnat(arr).any():
+        raise ShapeError(
+            f"times hold {int(np.isnat(arr).sum())} NaT value(s); every sample needs a timestamp."
+        )
+    if n > 1:
+        steps = np.diff(arr.view(np.int64))
+        if (steps < 0).any():
+            i = int(np.argmax(steps < 0))
+            raise ShapeError(
+                f"times must be non-decreasing; sample {i + 1} ({arr[i + 1]}) is before "
+                f"sample {i} ({arr[i]}). Sort the samples by time first."
+            )
+    return arr
+
+
+def flag_quality(
+    values: NDArray[np.float64],
+    channels: Iterable[Channel],
+    *,
+    calibrated: bool,
+    quality: NDArray[np.int8] | None = None,
+) -> NDArray[np.int8]:
+    """Quality flags for ``values`` (channels x samples): NaN/inf BAD, out of range SUSPECT.
+
+    Existing flags are kept unless a rule asks for a worse one; nothing is dropped.
+
+    >>> flag_quality(np.array([[0.0, np.nan, 20.0]]), [Channel("a", range=(0, 10))],
+    ...              calibrated=True)
+    array([[0, 2, 1]], dtype=int8)
+    """
+    q = np.zeros(values.shape, dtype=np.int8) if quality is None else quality.copy()
+    q[~np.isfinite(values)] = Quality.BAD
+    for i, ch in enumerate(channels):
+        lo, hi = ch.range_min, ch.range_max
+        if math.isnan(lo) and math.isnan(hi):
+            continue
+        row = values[i] if calibrated else ch.calibration.apply(values[i])
+        with np.errstate(invalid="ignore"):
+            out = np.zeros(row.shape, dtype=bool)
+            if not math.isnan(lo):
+                out |= row < lo
+            if not math.isnan(hi):
+                out |= row > hi
+        q[i, out & (q[i] == Quality.GOOD)] = Quality.SUSPECT
+    return q
+
+
+def _channel_coords(channels: tuple[Channel, ...]) -> dict[str, Any]:
+    cal_dates = np.array(
+        [
+            c.calibration.reference_date
+            if c.calibration.reference_date is not None
+            else np.datetime64("NaT", "ns")
+            for c in channels
+        ],
+        dtype="datetime64[ns]",
+    )
+    return {
+        "channel": ("channel", np.array([c.name for c in channels], dtype=object)),
+        "unit": ("channel", np.array([c.unit for c in channels], dtype=object)),
+        "range_min": ("channel", np.array([c.range_min for c in channels], dtype=np.float64)),
+        "range_max": ("channel", np.array([c.range_max for c in channels], dtype=np.float64)),
+        "cal_slope": ("channel", np.array([c.calibration.slope for c in channels], np.float64)),
+        "cal_offset": ("channel", np.array([c.calibration.offset for c in channels], np.float64)),
+        "cal_date": ("channel", cal_dates),
+    }
+
+
+def assemble_run(
+    value: Any,
+    quality: Any,
+    times: NDArray[np.datetime64],
+    channels: tuple[Channel, ...],
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """Put already checked arrays (numpy or dask) together into a run, without copying."""
+    coords = _channel_coords(channels)
+    coords["time"] = ("time", times)
+    ds = xr.Dataset(
+        {
+            "value": (("channel", "time"), value, {"long_name": "sample value",
+                                                   "ancillary_variables": "quality"}),
+            "quality": (("channel", "time"), quality, dict(QUALITY_ATTRS)),
+        },
+        coords=coords,
+        attrs=attrs,
+    )
+    return ds
+
+
+def make_run(
+    values: ArrayLike,
+    channels: Iterable[ChannelLike] | int,
+    *,
+    sample_rate: float,
+    times: ArrayLike | None = None,
+    start: Any = None,
+    quality: ArrayLike | None = None,
+    name: str = "",
+    description: str = "",
+    metadata: Mapping[str, Any] | None = None,
+    id: str | uuid.UUID | None = None,
+    created_at: Any = None,
+    calibrated: bool = False,
+) -> xr.Dataset:
+    """Build a run from arrays, channels and attributes.
+
+    Parameters
+    ----------
+    values
+        ``(channels, samples)`` array of raw values (physical if ``calibrated``).
+    channels
+        Names, :class:`~daqlab.Channel` objects, or a count.
+    sample_rate
+        Nominal rate in Hz (> 0).
+    times
+        One timestamp per sample (UTC, non-decreasing). When omitted, sample ``k``
+        is stamped ``start + k / sample_rate``.
+    start
+        First timestamp when ``times`` is omitted; default: now (UTC).
+    quality
+        Initial flags; NaN/inf are then flagged BAD and out-of-range SUSPECT.
+    name, description, metadata, id, created_at, calibrated
+        The run's attributes (``id`` and ``created_at`` default to new ones).
+
+    Examples
+    --------
+    >>> run = make_run([[0.0, 1.0, np.nan]], ["ai0"], sample_rate=10.0,
+    ...                start="2024-01-01", id="4b3a0e0e-6f0e-4f5e-9a39-1c0e8a4f3e21")
+    >>> run.quality.values.tolist()
+    [[0, 0, 2]]
+    >>> str(run.time.values[1])
+    '2024-01-01T00:00:00.100000000'
+    """
+    chans = to_channels(channels)
+    rate = check_sample_rate(sample_rate)
+    try:
+        vals = np.array(values, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"values must be numeric; could not convert them to float64: {exc}") from None
+    c = len(chans)
+    if vals.ndim != 2 or vals.shape[0] != c:
+        hint = ""
+        if vals.ndim == 2 and vals.shape[1] == c:
+            hint = " It looks transposed: pass values.T."
+        elif vals.ndim == 1:
+            hint = " For one channel pass values[np.newaxis, :]."
+        raise ShapeError(
+            f"values must have shape (channels, samples) = ({c}, N) for {c} channel(s); "
+            f"got shape {vals.shape}.{hint}"
+        )
+    n = vals.shape[1]
+    if times is None:
+        t0 = to_datetime64(start if start is not None else _dt.datetime.now(_dt.UTC), what="start")
+        t = sample_times(int(t0.astype(np.int64)), 0, n, rate)
+    else:
+        if start is not None:
+            raise ConfigurationError("give either times or start, not both.")
+        t = _as_times(times, n)
+    q_in: NDArray[np.int8] | None = None
+    if quality is not None:
+        q_arr = np.asarray(quality)
+        if q_arr.shape != vals.shape:
+            raise ShapeError(
+                f"quality must have the same shape as values {vals.shape}; got {q_arr.shape}."
+            )
+        allowed = [int(q) for q in Quality]
+        if q_arr.size and not np.isin(q_arr, allowed).all():
+            raise ShapeError(
+                f"quality values must be in {allowed} (daqlab.Quality); got "
+                f"{sorted(set(np.unique(q_arr).tolist()) - set(allowed))[:5]}."
+            )
+        q_in = q_arr.astype(np.int8)
+    q = flag_quality(vals, chans, calibrated=bool(calibrated), quality=q_in)
+    attrs = run_attrs(
+        id=id, name=name, description=description, created_at=created_at,
+        sample_rate=rate, metadata=metadata, calibrated=calibrated,
+    )
+    return assemble_run(vals, q, t, chans, attrs)
+
+
+def run_attrs(
+    *,
+    id: str | uuid.UUID | None,
+    name: str,
+    description: str,
+    created_at: Any,
+    sample_rate: float,
+    metadata: Mapping[str, Any] | None,
+    calibrated: bool,
+) -> dict[str, Any]:
+    if id is None:
+        run_id = str(uuid.uuid4())
+    else:
+        try:
+            run_id = str(uuid.UUID(str(id)))
+        except ValueError:
+            raise ConfigurationError(
+                f"id must be a UUID; got {id!r}. Leave it out to get a new uuid4."
+            ) from None
+    for label, text in (("name", name), ("description", description)):
+        if not isinstance(text, str):
+            raise ConfigurationError(f"{label} must be a str; got {text!r}.")
+    if not isinstance(calibrated, (bool, np.bool_)):
+        raise ConfigurationError(f"calibrated must be True or False; got {calibrated!r}.")
+    return {
+        "id": run_id,
+        "name": name,
+        "description": description,
+        "created_at": iso_utc(created_at),
+        "sample_rate": sample_rate,
+        "metadata": check_metadata(metadata),
+        "calibrated": bool(calibrated),
+    }
+
+
+def empty_run(
+    channels: Iterable[ChannelLike] | int, *, sample_rate: float, **attrs: Any
+) -> xr.Dataset:
+    """A run with the given channels and no samples."""
+    chans = to_channels(channels)
+    return make_run(np.empty((len(chans), 0)), chans, sample_rate=sample_rate, times=[], **attrs)
+
+
+def channels_of(run: xr.Dataset) -> tuple[Channel, ...]:
+    """The run's channels as :class:`~daqlab.Channel` objects, read from its coordinates."""
+    out = []
+    for i, name in enumerate(run["channel"].values.tolist()):
+        date = run["cal_date"].values[i]
+        out.append(
+            Channel(
+                str(name),
+                str(run["unit"].values[i]),
+                range=(float(run["range_min"].values[i]), float(run["range_max"].values[i])),
+                calibration=Calibration(
+                    float(run["cal_slope"].values[i]),
+                    float(run["cal_offset"].values[i]),
+                    None if np.isnat(date) else date,
+                ),
+            )
+        )
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _is_str_array(arr: NDArray[Any]) -> bool:
+    return arr.dtype.kind == "U" or (
+        arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.tolist())
+    )
+
+
+def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
+    if "channel" not in run.coords:
+        problems.append("coordinate 'channel' is missing.")
+    else:
+        names = run["channel"].values
+        if not _is_str_array(names):
+            problems.append(f"coordinate 'channel' must hold str; has dtype {names.dtype}.")
+        else:
+            listed = names.tolist()
+            dups = sorted({n for n in listed if listed.count(n) > 1})
+            if dups:
+                problems.append(f"channel names must be unique; duplicated: {dups}.")
+            for n in dict.fromkeys(listed):
+                try:
+                    check_channel_name(n)
+                except ValueError as exc:
+                    problems.append(str(exc))
+    if "time" not in run.coords:
+        problems.append("coordinate 'time' is missing.")
+    else:
+        t = run["time"].values
+        if t.dtype != np.dtype("datetime64[ns]"):
+            problems.append(f"coordinate 'time' must be datetime64[ns] (UTC); has dtype {t.dtype}.")
+        else:
+            if np.isnat(t).any():
+                problems.append(f"coordinate 'time' holds {int(np.isnat(t).sum())} NaT value(s).")
+            steps = np.diff(t.view(np.int64))
+            if (steps < 0).any():
+                problems.append(
+                    f"coordinate 'time' must be non-decreasing; it steps back "
+                    f"{int((steps < 0).sum())} time(s), first after index {int(np.argmax(steps < 0))}."
+                )
+    kinds = {"unit": "str", "range_min": "f", "range_max": "f", "cal_slope": "f",
+             "cal_offset": "f", "cal_date": "M"}
+    for coord, kind in kinds.items():
+        if coord not in run.coords:
+            problems.append(f"per-channel coordinate {coord!r} is missing.")
+            continue
+        var = run[coord]
+        if var.dims != ("channel",):
+            problems.append(f"coordinate {coord!r} must have dims ('channel',); has {var.dims}.")
+            continue
+        arr = var.values
+        if kind == "str":
+            if not _is_str_array(arr):
+                problems.append(f"coordinate {coord!r} must hold str; has dtype {arr.dtype}.")
+        elif kind == "f" and arr.dtype != np.float64:
+            problems.append(f"coordinate {coord!r} must be float64; has dtype {arr.dtype}.")
+        elif kind == "M" and arr.dtype != np.dtype("datetime64[ns]"):
+            problems.append(f"coordinate {coord!r} must be datetime64[ns]; has dtype {arr.dtype}.")
+    if all(c in run.coords for c in ("range_min", "range_max")):
+        lo, hi = run["range_min"].values, run["range_max"].values
+        with np.errstate(invalid="ignore"):
+            bad = np.asarray(lo >= hi)
+        for i in np.flatnonzero(bad):
+            problems.append(
+                f"channel {run['channel'].values[i]!r}: range_min {lo[i]!r} >= range_max {hi[i]!r}."
+            )
+    if "cal_slope" in run.coords and run["cal_slope"].dtype == np.float64:
+        s = run["cal_slope"].values
+        for i in np.flatnonzero(~np.isfinite(s) | (s == 0)):
+            problems.append(
+                f"channel {run['channel'].values[i]!r}: cal_slope must be finite and non-zero; "
+                f"is {s[i]!r}."
+            )
+    if "cal_offset" in run.coords and run["cal_offset"].dtype == np.float64:
+        o = run["cal_offset"].values
+        for i in np.flatnonzero(~np.isfinite(o)):
+            problems.append(
+                f"channel {run['channel'].values[i]!r}: cal_offset must be finite; is {o[i]!r}."
+            )
+
+
+def _check_vars(run: xr.Dataset, problems: list[str], check_data: bool) -> None:
+    expected = {"value": np.dtype(np.float64), "quality": np.dtype(np.int8)}
+    if run.attrs.get("calibrated") is True and "raw" in run.data_vars:
+        expected["raw"] = np.dtype(np.float64)
+    for var, dtype in expected.items():
+        if var not in run.data_vars:
+            problems.append(f"data variable {var!r} is missing.")
+            continue
+        da = run[var]
+        if da.dims != ("channel", "time"):
+            problems.append(f"data variable {var!r} must have dims ('channel', 'time'); has {da.dims}.")
+        if da.dtype != dtype:
+            problems.append(f"data variable {var!r} must be {dtype}; has dtype {da.dtype}.")
+    extra = sorted(set(map(str, run.data_vars)) - set(expected))
+    if extra:
+        problems.append(
+            f"unexpected data variable(s) {extra}; a run holds only 'value' and 'quality' "
+            "(and 'raw' once calibrated). Keep other results in another Dataset."
+        )
+    if not check_data or problems:
+        return
+    q = np.asarray(run["quality"].values)
+    v = np.asarray(run["value"].values)
+    allowed = np.array([int(x) for x in Quality], dtype=np.int8)
+    if q.size and not np.isin(q, allowed).all():
+        found = sorted(set(np.unique(q).tolist()) - set(allowed.tolist()))
+        problems.append(f"quality holds values {found[:5]} outside {allowed.tolist()} (daqlab.Quality).")
+    hidden = ~np.isfinite(v) & (q == Quality.GOOD)
+    for i in np.flatnonzero(hidden.any(axis=1)):
+        problems.append(
+            f"channel {run['channel'].values[i]!r}: {int(hidden[i].sum())} NaN/inf value(s) are "
+            "flagged GOOD; non-finite values must be flagged (BAD)."
+        )
+
+
+def _check_attrs(run: xr.Dataset, problems: list[str]) -> None:
+    a = run.attrs
+    missing = [k for k in _REQUIRED_ATTRS if k not in a]
+    if missing:
+        problems.append(f"attribute(s) {missing} missing.")
+    if "id" in a:
+        try:
+            uuid.UUID(str(a["id"]))
+        except ValueError:
+            problems.append(f"attribute 'id' must be a UUID; is {a['id']!r}.")
+    for k in ("name", "description"):
+        if k in a and not isinstance(a[k], str):
+            problems.append(f"attribute {k!r} must be a str; is {type(a[k]).__name__}.")
+    if "created_at" in a:
+        try:
+            to_datetime64(a["created_at"])
+            if not isinstance(a["created_at"], str):
+                raise ValueError
+        except ValueError:
+            problems.append(f"attribute 'created_at' must be ISO 8601 UTC text; is {a['created_at']!r}.")
+    if "sample_rate" in a:
+        try:
+            check_sample_rate(a["sample_rate"])
+        except ValueError as exc:
+            problems.append(f"attribute {exc}")
+    if "metadata" in a:
+        try:
+            check_metadata(a["metadata"])
+        except ValueError as exc:
+            problems.append(f"attribute {exc}")
+    if "calibrated" in a and not isinstance(a["calibrated"], (bool, np.bool_)):
+        problems.append(f"attribute 'calibrated' must be a bool; is {a['calibrated']!r}.")
+    if a.get("calibrated") is not True and "raw" in run.data_vars:
+        problems.append("data variable 'raw' is only allowed on a calibrated run.")
+
+
+def validate(run: object, *, check_data: bool = True) -> xr.Dataset:
+    """Check that ``run`` follows the run schema; return it unchanged, or raise.
+
+    Every problem found is reported at once in one :class:`~daqlab.SchemaError`
+    (its ``problems`` attribute lists them). ``check_data=False`` skips the
+    checks that read sample values (useful on large lazy runs).
+
+    >>> run = make_run([[1.0]], ["a"], sample_rate=1.0)
+    >>> validate(run) is run
+    True
+    >>> validate(run.drop_vars("quality").assign_attrs(sample_rate=-1.0))
+    Traceback (most recent call last):
+    ...
+    daqlab.errors.SchemaError: this run does not follow the daqlab run schema (2 problems):
+      - data variable 'quality' is missing.
+      - attribute sample_rate must be finite and > 0 Hz; got -1.0. Pass e.g. 1000.0.
+    Build runs with daqlab.make_run(...) or fix the items above.
+    """
+    if not isinstance(run, xr.Dataset):
+        raise SchemaError(
+            [f"a run must be an xarray.Dataset; got {type(run).__name__}. "
+             "Build one with daqlab.make_run(values, channels, sample_rate=...)."]
+        )
+    problems: list[str] = []
+    dims = dict(run.sizes)
+    if set(dims) != {"channel", "time"}:
+        problems.append(f"dimensions must be exactly ('channel', 'time'); are {tuple(dims)}.")
+    _check_coords(run, problems)
+    _check_vars(run, problems, check_data)
+    _check_attrs(run, problems)
+    if problems:
+        raise SchemaError(problems)
+    return run
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _cal_arrays(run: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    return run["cal_slope"].reset_coords(drop=True), run["cal_offset"].reset_coords(drop=True)
+
+
+def calibrate(run: xr.Dataset) -> xr.Dataset:
+    """Physical values ``cal_slope * value + cal_offset`` per channel; lazy on dask runs.
+
+    The raw values are kept in a ``raw`` variable so that :func:`uncalibrate`
+    gives them back exactly. Calibrating a calibrated run raises
+    :class:`~daqlab.AlreadyCalibratedError`.
+
+    >>> ch = Channel("t", "degC", calibration=Calibration(slope=100.0, offset=-50.0))
+    >>> run = calibrate(make_run([[0.5, 1.0]], [ch], sample_rate=1.0))
+    >>> run.value.values.tolist(), run.attrs["calibrated"]
+    ([[0.0, 50.0]], True)
+    """
+    validate(run, check_data=False)
+    if run.attrs["calibrated"]:
+        raise AlreadyCalibratedError(
+            f"run {run.attrs.get('name') or run.attrs.get('id')!r} is calibrated already "
+            "(attrs['calibrated'] is True); applying the calibration twice would corrupt it. "
+            "Use the run as it is, or daqlab.uncalibrate(run) to get raw values back."
+        )
+    slope, offset = _cal_arrays(run)
+    raw = run["value"]
+    out = run.assign(value=(raw * slope + offset).assign_attrs(raw.attrs))
+    out["raw"] = raw.assign_attrs(
+        long_name="raw sample value as acquired",
+        comment="kept by daqlab.calibrate so that uncalibrate is exact",
+    )
+    out.attrs = {**run.attrs, "calibrated": True}
+    return out
+
+
+def uncalibrate(run: xr.Dataset) -> xr.Dataset:
+    """Undo :func:`calibrate`: raw values back (exactly, when ``raw`` was kept).
+
+    Without a ``raw`` variable (a run processed after calibration), the values
+    are converted back arithmetically: ``(value - cal_offset) / cal_slope``.
+    """
+    validate(run, check_data=False)
+    if not run.attrs["calibrated"]:
+        raise NotCalibratedError(
+            f"run {run.attrs.get('name') or run.attrs.get('id')!r} is not calibrated "
+            "(attrs['calibrated'] is False); its values are raw already."
+        )
+    if "raw" in run.data_vars:
+        value = run["raw"].assign_attrs(run["value"].attrs)
+    else:
+        slope, offset = _cal_arrays(run)
+        value = ((run["value"] - offset) / slope).assign_attrs(run["value"].attrs)
+    out = run.drop_vars("raw", errors="ignore").assign(value=value)
+    out.attrs = {**run.attrs, "calibrated": False}
+    return out

@@ -1,0 +1,9 @@
+"""Sources of samples: simulated, replayed, pushed by a driver, or your own.
+
+A source is any object that follows the :class:`Source` protocol.
+"""
+
+from daqlab.sources._protocol import Samples, Source
+from daqlab.sources._simulated import Chirp, Noise, Simulated, Sine, Square, Waveform
+
+__all__ = ["Chirp", "Noise", "Samples", "Simulated", "Sine", "Source", "Square", "Waveform"]

@@ -1,0 +1,350 @@
+"""A seeded simulated source: sums of sine, square, chirp and noise per channel."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import scipy.signal
+from numpy.typing import NDArray
+
+from daqlab.errors import ConfigurationError, SourceError
+from daqlab.model import Channel, ChannelLike, to_channels, to_datetime64
+from daqlab.run import check_sample_rate, sample_times
+from daqlab.sources._protocol import Samples
+
+__all__ = ["Chirp", "Noise", "Simulated", "Sine", "Square", "Waveform"]
+
+
+def _check_real(label: str, value: float, *, positive: bool = False, nonneg: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"{label} must be a number; got {value!r}.")
+    v = float(value)
+    if not math.isfinite(v) or (positive and v <= 0) or (nonneg and v < 0):
+        need = "> 0" if positive else ">= 0" if nonneg else "finite"
+        raise ConfigurationError(f"{label} must be finite and {need}; got {value!r}.")
+    return v
+
+
+@dataclass(frozen=True)
+class Sine:
+    """``amplitude * sin(2 pi frequency t + phase) + offset``."""
+
+    frequency: float
+    """Hz, below the Nyquist frequency of the source."""
+    amplitude: float = 1.0
+    phase: float = 0.0
+    """Radians."""
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_real("Sine frequency", self.frequency, nonneg=True)
+        for k in ("amplitude", "phase", "offset"):
+            _check_real(f"Sine {k}", getattr(self, k))
+
+    @property
+    def max_frequency(self) -> float:
+        return float(self.frequency)
+
+    def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        return self.amplitude * np.sin(2 * np.pi * self.frequency * t + self.phase) + self.offset
+
+
+@dataclass(frozen=True)
+class Square:
+    """A square wave between ``offset - amplitude`` and ``offset + amplitude``."""
+
+    frequency: float
+    amplitude: float = 1.0
+    duty: float = 0.5
+    """Fraction of the period spent high, in [0, 1]."""
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_real("Square frequency", self.frequency, nonneg=True)
+        _check_real("Square amplitude", self.amplitude)
+        _check_real("Square offset", self.offset)
+        d = _check_real("Square duty", self.duty)
+        if not 0.0 <= d <= 1.0:
+            raise ConfigurationError(f"Square duty must be in [0, 1]; got {self.duty!r}.")
+
+    @property
+    def max_frequency(self) -> float:
+        return float(self.frequency)
+
+    def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        wave = scipy.signal.square(2 * np.pi * self.frequency * t, duty=self.duty)
+        return self.amplitude * np.asarray(wave, dtype=np.float64) + self.offset
+
+
+@dataclass(frozen=True)
+class Chirp:
+    """A linear sweep from ``f0`` to ``f1`` over ``period`` seconds, repeated."""
+
+    f0: float
+    f1: float
+    period: float = 1.0
+    amplitude: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_real("Chirp f0", self.f0, nonneg=True)
+        _check_real("Chirp f1", self.f1, nonneg=True)
+        _check_real("Chirp period", self.period, positive=True)
+        _check_real("Chirp amplitude", self.amplitude)
+
+    @property
+    def max_frequency(self) -> float:
+        return float(max(self.f0, self.f1))
+
+    def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        tm = np.mod(t, self.period)
+        wave = scipy.signal.chirp(tm, f0=self.f0, t1=self.period, f1=self.f1, method="linear")
+        return self.amplitude * np.asarray(wave, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Gaussian white noise with standard deviation ``std``, from the channel's seeded stream."""
+
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_real("Noise std", self.std, nonneg=True)
+
+    @property
+    def max_frequency(self) -> float:
+        return 0.0
+
+    def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        noise: NDArray[np.float64] = rng.standard_normal(size=t.shape)
+        noise *= self.std
+        return noise
+
+
+Waveform: TypeAlias = Sine | Square | Chirp | Noise
+SignalSpec: TypeAlias = Waveform | Sequence[Waveform]
+
+
+def _default_signal(i: int, rate: float) -> tuple[Waveform, ...]:
+    # A distinct, slowly varying sine per channel plus a little noise: readable in a live view.
+    f = min(1.0 + i, rate / 10.0)
+    return (Sine(frequency=f, amplitude=1.0 + 0.25 * (i % 4)), Noise(0.05))
+
+
+class Simulated:
+    """A seeded source of synthetic signals, paced to real time or as fast as possible.
+
+    Parameters
+    ----------
+    channels
+        Names, :class:`~daqlab.Channel` objects, or a count (``ch0``...).
+    sample_rate
+        Hz, > 0.
+    seed
+        Seeds every channel's noise stream; equal seeds give equal samples
+        whatever the block sizes.
+    signals
+        Per channel name, a waveform or a list of waveforms to add up
+        (:class:`Sine`, :class:`Square`, :class:`Chirp`, :class:`Noise`). Channels
+        not named get a default sine plus noise.
+    paced
+        True: deliver samples as real time passes (sample ``k`` stamped
+        ``t0 + k / sample_rate``, ``t0`` the UTC time at ``start()``). False:
+        as fast as the reader asks, in blocks of ``block_size``.
+    block_duration
+        Paced blocks are at least this long (s); a late reader catches up in
+        blocks of up to ten times that.
+    block_size
+        Samples per block when not paced (default: ``block_duration`` worth).
+    duration
+        Stop after this many seconds of samples (``None``: run until stopped).
+    clock, sleep, wall_clock
+        Injectable time: a monotonic clock in seconds, a sleep function, and
+        the UTC wall clock that stamps ``t0``.
+
+    Examples
+    --------
+    >>> src = Simulated(["a", "b"], 1000.0, seed=1, paced=False, duration=0.01,
+    ...                 signals={"a": Sine(50.0), "b": [Square(10.0), Noise(0.1)]},
+    ...                 wall_clock=lambda: datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    >>> src.start()
+    >>> block = src.read(timeout=1.0)
+    >>> block.values.shape, str(block.times[1])
+    ((2, 10), '2024-01-01T00:00:00.001000000')
+    >>> src.finished
+    True
+    """
+
+    def __init__(
+        self,
+        channels: Iterable[ChannelLike] | int = 1,
+        sample_rate: float = 1000.0,
+        *,
+        seed: int = 0,
+        signals: Mapping[str, SignalSpec] | None = None,
+        paced: bool = True,
+        block_duration: float = 0.01,
+        block_size: int | None = None,
+        duration: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        wall_clock: Callable[[], _dt.datetime] | None = None,
+    ) -> None:
+        self._channels = to_channels(channels)
+        self._rate = check_sample_rate(sample_rate)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigurationError(f"seed must be a whole number >= 0; got {seed!r}.")
+        self.seed = int(seed)
+        self.paced = bool(paced)
+        bd = _check_real("block_duration", block_duration, positive=True)
+        self._min_block = max(1, round(self._rate * bd))
+        self._max_block = 10 * self._min_block
+        if block_size is not None and (
+            isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+            or block_size < 1
+        ):
+            raise ConfigurationError(f"block_size must be a whole number >= 1; got {block_size!r}.")
+        self._block_size = int(block_size) if block_size is not None else self._min_block
+        self._total: int | None = None
+        if duration is not None:
+            self._total = round(_check_real("duration", duration, nonneg=True) * self._rate)
+        self._signals = self._resolve_signals(signals or {})
+        self._clock = clock
+        self._stop_event = threading.Event()
+        self._sleep = sleep if sleep is not None else self._stop_event.wait
+        self._wall_clock = wall_clock or (lambda: _dt.datetime.now(_dt.UTC))
+        self._started = False
+        self._emitted = 0
+        self._t0_ns = 0
+        self._t0_mono = 0.0
+        self._rngs: list[np.random.Generator] = []
+
+    def _resolve_signals(self, signals: Mapping[str, SignalSpec]) -> tuple[tuple[Waveform, ...], ...]:
+        names = [c.name for c in self._channels]
+        unknown = sorted(set(signals) - set(names))
+        if unknown:
+            raise ConfigurationError(
+                f"signals name channel(s) {unknown} that this source does not have; "
+                f"its channels are {names}."
+            )
+        out = []
+        nyquist = self._rate / 2
+        for i, name in enumerate(names):
+            spec = signals.get(name)
+            parts: tuple[Waveform, ...]
+            if spec is None:
+                parts = _default_signal(i, self._rate)
+            elif isinstance(spec, (Sine, Square, Chirp, Noise)):
+                parts = (spec,)
+            else:
+                parts = tuple(spec)
+            for p in parts:
+                if not isinstance(p, (Sine, Square, Chirp, Noise)):
+                    raise ConfigurationError(
+                        f"signal for channel {name!r} must be Sine, Square, Chirp or Noise "
+                        f"(or a list of them); got {p!r}."
+                    )
+                if p.max_frequency >= nyquist:
+                    raise ConfigurationError(
+                        f"{p!r} on channel {name!r} reaches {p.max_frequency} Hz, at or above "
+                        f"the Nyquist frequency {nyquist} Hz of a {self._rate} Hz source; it "
+                        "would alias. Lower the frequency or raise sample_rate."
+                    )
+            out.append(parts)
+        return tuple(out)
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self._channels
+
+    @property
+    def sample_rate(self) -> float:
+        return self._rate
+
+    @property
+    def finished(self) -> bool:
+        return self._total is not None and self._emitted >= self._total
+
+    @property
+    def emitted(self) -> int:
+        """Samples delivered since ``start()``."""
+        return self._emitted
+
+    def start(self) -> None:
+        if self._started:
+            raise SourceError("this Simulated source was started already; make a new one.")
+        seqs = np.random.SeedSequence(self.seed).spawn(len(self._channels))
+        self._rngs = [np.random.default_rng(s) for s in seqs]
+        self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
+        self._t0_mono = self._clock()
+        self._started = True
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def read(self, timeout: float) -> Samples | None:
+        if not self._started:
+            raise SourceError("read() before start(): call source.start() first.")
+        if self._stop_event.is_set() or self.finished:
+            return None
+        n = self._due(timeout) if self.paced else self._block_size
+        if self._total is not None:
+            n = min(n, self._total - self._emitted)
+        if n <= 0:
+            return None
+        return self._generate(n)
+
+    def _due(self, timeout: float) -> int:
+        def due() -> int:
+            d = math.floor((self._clock() - self._t0_mono) * self._rate) - self._emitted
+            if self._total is not None:
+                d = min(d, self._total - self._emitted)
+            return d
+
+        needed = self._min_block
+        if self._total is not None:
+            needed = min(needed, self._total - self._emitted)
+        d = due()
+        if d < needed:
+            wait = (self._emitted + needed) / self._rate - (self._clock() - self._t0_mono)
+            self._sleep(max(0.0, min(wait, timeout)))
+            if self._stop_event.is_set():
+                return 0
+            d = due()
+            if d < needed:
+                return 0
+        return min(d, self._max_block)
+
+    def _generate(self, n: int) -> Samples:
+        k0 = self._emitted
+        t = np.arange(k0, k0 + n, dtype=np.float64) / self._rate
+        values = np.empty((len(self._channels), n), dtype=np.float64)
+        for i, (parts, rng) in enumerate(zip(self._signals, self._rngs, strict=True)):
+            row = values[i]
+            row[:] = 0.0
+            for p in parts:
+                row += p.generate(t, rng)
+        times = sample_times(self._t0_ns, k0, n, self._rate)
+        self._emitted += n
+        return Samples(values, times)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": "daqlab.sources.Simulated",
+            "sample_rate": self._rate,
+            "seed": self.seed,
+            "paced": self.paced,
+            "channels": [c.name for c in self._channels],
+            "signals": {
+                c.name: [{"kind": type(p).__name__, **asdict(p)} for p in parts]
+                for c, parts in zip(self._channels, self._signals, strict=True)
+            },
+            "duration": None if self._total is None else self._total / self._rate,
+        }

@@ -1,0 +1,26 @@
+"""Shared test helpers: waiting on conditions, thread-leak checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["daqlab_threads", "wait_for"]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds.
+
+    Tests wait on conditions, never on fixed sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def daqlab_threads() -> list[threading.Thread]:
+    """Live threads whose name starts with ``daqlab-``."""
+    return [t for t in threading.enumerate() if t.name.startswith("daqlab-") and t.is_alive()]
