@@ -6,9 +6,10 @@
 ['ai0']
 """
 
-from daqlab import sources
+from daqlab import events, sources
 from daqlab._version import __version__
 from daqlab.accessor import DaqAccessor
+from daqlab.acquisition import AcquisitionConfig, DataManager, Dataset
 from daqlab.buffer import Block, Reader, RingBuffer
 from daqlab.errors import (
     AcquisitionError,
@@ -26,12 +27,13 @@ from daqlab.errors import (
     SourceError,
     StorageError,
 )
-from daqlab.io import open_run, save
+from daqlab.io import Recorder, open_recording, open_run, save
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AcquisitionConfig",
     "AcquisitionError",
     "AlreadyCalibratedError",
     "Block",
@@ -43,11 +45,14 @@ __all__ = [
     "ConfigurationError",
     "DaqAccessor",
     "DaqlabError",
+    "DataManager",
     "DataRangeError",
+    "Dataset",
     "FormatError",
     "NotCalibratedError",
     "Quality",
     "Reader",
+    "Recorder",
     "RingBuffer",
     "SchemaError",
     "ShapeError",
@@ -56,7 +61,9 @@ __all__ = [
     "__version__",
     "calibrate",
     "empty_run",
+    "events",
     "make_run",
+    "open_recording",
     "open_run",
     "save",
     "sources",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +12,9 @@ import xarray as xr
 from tqdm import tqdm
 
 from daqlab._version import __version__
-from daqlab.buffer import RingBuffer
+from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError
-from daqlab.io import open_run, save
+from daqlab.io import open_run
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 
@@ -64,23 +63,17 @@ def _demo(args: argparse.Namespace) -> int:
             f"--seconds {seconds} at --rate {rate} gives no samples; ask for at least one."
         )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     source = Simulated(channels, rate, seed=args.seed, duration=seconds)
-    buffer = RingBuffer(source.channels, total, rate, name="demo",
-                        metadata={"source": source.describe()})
-    source.start()
+    manager = DataManager(source, name="demo", output_dir=out, autosave_interval=None,
+                          buffer_seconds=min(seconds, 10.0))
+    buffer = manager.buffers["src"]
     with tqdm(total=total, unit="sample", unit_scale=True, desc="acquiring",
-              disable=args.quiet) as bar:
-        while not source.finished:
-            block = source.read(timeout=0.5)
-            if block is not None:
-                buffer.push(block.values, block.times, block.quality)
-                bar.update(len(block))
-    source.stop()
-    run = buffer.latest()
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = save(run, out / f"demo-{stamp}-{run.attrs['id'][:8]}.nc")
-    print(summary(run, path))
+              disable=args.quiet) as bar, manager:
+        while not manager.wait(timeout=0.1):
+            bar.update(buffer.written - bar.n)
+        bar.update(buffer.written - bar.n)
+    path = manager.saved[-1]
+    print(summary(open_run(path, chunks={}), path))
     return 0
 
 

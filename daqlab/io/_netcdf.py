@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from daqlab._version import __version__
-from daqlab.errors import FormatError
+from daqlab.errors import FormatError, StorageError
 from daqlab.io._atomic import atomic_path
 from daqlab.run import SCHEMA_VERSION, iso_utc, validate
 
@@ -62,11 +62,48 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
     return out
 
 
-def save_netcdf(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
+_CHUNK_SAMPLES = 1 << 18  # per channel and HDF5 chunk: 2 MiB of float64
+
+
+def _encoding(ds: xr.Dataset, compression: bool) -> dict[str, dict[str, Any]]:
+    n = ds.sizes["time"]
+    enc: dict[str, dict[str, Any]] = {}
+    for name in ("value", "quality", "raw"):
+        if name not in ds.data_vars or n == 0:
+            continue
+        e: dict[str, Any] = {"chunksizes": (1, min(n, _CHUNK_SAMPLES))}
+        if compression:
+            e.update(zlib=True, complevel=1, shuffle=True)
+        enc[name] = e
+    return enc
+
+
+def _verify(tmp: Path, run: xr.Dataset) -> None:
+    """Reopen what was written and compare shape, time span and the last samples."""
+    with xr.open_dataset(tmp, engine="h5netcdf") as back:
+        problems = []
+        if dict(back.sizes) != dict(run.sizes):
+            problems.append(f"sizes {dict(back.sizes)} != {dict(run.sizes)}")
+        elif run.sizes["time"]:
+            tail = slice(max(0, run.sizes["time"] - 1024), None)
+            if not np.array_equal(back["time"].values[[0, -1]], run["time"].values[[0, -1]]):
+                problems.append("time span differs")
+            if not np.array_equal(back["value"][:, tail].values, run["value"][:, tail].values,
+                                  equal_nan=True):
+                problems.append("last samples differ")
+    if problems:
+        raise StorageError(5, f"check of the file written for {tmp.name} failed ({'; '.join(problems)}); "
+                           "it was not renamed into place.")
+
+
+def save_netcdf(
+    run: xr.Dataset, path: Path, *, overwrite: bool = False, compression: bool = False
+) -> Path:
     validate(run, check_data=False)
     ds = to_disk(run)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=_encoding(ds, compression))
+        _verify(tmp, run)
     return path
 
 

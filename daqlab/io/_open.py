@@ -10,6 +10,7 @@ import xarray as xr
 
 from daqlab.errors import FormatError, StorageError
 from daqlab.io._netcdf import open_netcdf, save_netcdf
+from daqlab.io._recorder import is_recording, open_recording
 
 __all__ = ["FORMATS", "open_run", "save"]
 
@@ -36,7 +37,7 @@ def _format_for(path: Path, format: str | None) -> str:
 
 def save(
     run: xr.Dataset, path: str | os.PathLike[str], format: str | None = None,
-    *, overwrite: bool = False,
+    *, overwrite: bool = False, compression: bool = False,
 ) -> Path:
     """Save ``run`` to ``path``, written under a temporary name and renamed when complete.
 
@@ -44,7 +45,7 @@ def save(
     """
     p = Path(path)
     _format_for(p, format)
-    return save_netcdf(run, p, overwrite=overwrite)
+    return save_netcdf(run, p, overwrite=overwrite, compression=compression)
 
 
 def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
@@ -52,8 +53,10 @@ def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     p = Path(path)
     if not p.exists():
         raise StorageError(2, f"{p} does not exist; check the path (cwd is {Path.cwd()}).")
+    if is_recording(p):
+        return open_recording(p, chunks)
     if p.is_dir():
-        raise FormatError(f"{p} is a folder, not a saved run.")
+        raise FormatError(f"{p} is a folder but not a daqlab recording (no run.json in it).")
     with p.open("rb") as f:
         head = f.read(8)
     if head == _HDF5_MAGIC:

@@ -4,6 +4,8 @@ A source is any object that follows the :class:`Source` protocol.
 """
 
 from daqlab.sources._protocol import Samples, Source
+from daqlab.sources._push import Push
+from daqlab.sources._replay import Replay
 from daqlab.sources._simulated import Chirp, Noise, Simulated, Sine, Square, Waveform
 
-__all__ = ["Chirp", "Noise", "Samples", "Simulated", "Sine", "Source", "Square", "Waveform"]
+__all__ = ["Chirp", "Noise", "Push", "Replay", "Samples", "Simulated", "Sine", "Source", "Square", "Waveform"]

@@ -1,0 +1,384 @@
+"""The streaming recorder: every sample of a buffer to disk, crash-safe.
+
+A recording is a folder ``NAME.daqrec/`` holding ``run.json`` (channels and
+attributes) and numbered segment files ``seg-00000001.h5``. Each segment is
+written under a hidden temporary name, fsynced, renamed and the folder fsynced
+before it is announced (:class:`~daqlab.events.Recorded`), so a process killed
+at any instant leaves only complete segments under final names, and
+:func:`open_recording` turns the folder into a run. On :meth:`Recorder.close`
+the folder is consolidated into ``NAME.nc`` (temporary name, checked, renamed)
+and removed.
+
+Samples the recorder lost because the ring buffer lapped it are written as a
+gap: NaN values flagged BAD at timestamps spread over the missing span, so the
+sample count and the time axis stay honest and the loss is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+import xarray as xr
+from dask.delayed import delayed
+from numpy.typing import NDArray
+
+from daqlab._version import __version__
+from daqlab.buffer import Block, RingBuffer
+from daqlab.errors import FormatError, StorageError
+from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
+from daqlab.io._atomic import fsync_dir, temp_name
+from daqlab.io._netcdf import save_netcdf
+from daqlab.model import Calibration, Channel, Quality
+from daqlab.run import SCHEMA_VERSION, assemble_run, flag_quality, validate
+
+__all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording"]
+
+RECORDING_SUFFIX = ".daqrec"
+_MANIFEST = "run.json"
+_LIBVER = ("earliest", "v110")  # readable by netCDF-C 4.9 and older HDF5 (FACTS.md)
+
+
+def is_recording(path: Path) -> bool:
+    """True for a recording folder (finished or not)."""
+    return path.is_dir() and (path / _MANIFEST).is_file()
+
+
+def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _manifest(buffer: RingBuffer, attrs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": "daqlab-recording",
+        "schema_version": SCHEMA_VERSION,
+        "daqlab_version": __version__,
+        "attrs": attrs,
+        "channels": [
+            {
+                "name": c.name,
+                "unit": c.unit,
+                "range": [None if np.isnan(v) else v for v in (c.range_min, c.range_max)],
+                "slope": c.calibration.slope,
+                "offset": c.calibration.offset,
+                "reference_date": None
+                if c.calibration.reference_date is None
+                else str(c.calibration.reference_date),
+            }
+            for c in buffer.channels
+        ],
+    }
+
+
+class Recorder:
+    """Writes every sample pushed to ``buffer`` into a recording folder, from a thread.
+
+    Parameters
+    ----------
+    buffer
+        The ring buffer to follow (through a lossless reader of its own).
+    path
+        The final run file (``.nc``); the recording folder sits beside it as
+        ``<path without suffix>.daqrec``. Neither may exist yet.
+    flush_interval
+        At most this many seconds of data wait in memory before a segment is
+        written; a crash loses at most about this much.
+    publish
+        Called with :class:`Recorded`, :class:`BufferOverflow` and
+        :class:`RecordingFailed` events.
+    attrs
+        Run attributes (id, name, description, metadata...) for the recording.
+    """
+
+    def __init__(
+        self,
+        buffer: RingBuffer,
+        path: str | os.PathLike[str],
+        *,
+        flush_interval: float = 0.5,
+        max_segment_samples: int = 4_000_000,
+        publish: Callable[[Event], None] | None = None,
+        attrs: dict[str, Any] | None = None,
+        source_name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.buffer = buffer
+        self.path = Path(path)
+        self.folder = self.path.with_suffix(RECORDING_SUFFIX)
+        for p in (self.path, self.folder):
+            if p.exists():
+                raise StorageError(
+                    17, f"{p} exists already; a recorder never writes over a run. "
+                    "Choose another name or output folder."
+                )
+        self.flush_interval = float(flush_interval)
+        self.max_segment_samples = int(max_segment_samples)
+        self.source_name = source_name
+        self._publish = publish or (lambda ev: None)
+        self._clock = clock
+        self._attrs = dict(attrs if attrs is not None else buffer._attrs)
+        self._reader = buffer.reader()
+        self._pending: list[Block] = []
+        self._pending_n = 0
+        self._last_time: int | None = None
+        self._segments = 0
+        self.saved_upto = self._reader.position
+        """Write index before which every sample is durable on disk."""
+        self.start_index = self._reader.position
+        self.samples_written = 0
+        self.gap_samples = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._saved = threading.Condition()
+        self._flush_requested = False
+        try:
+            self.folder.mkdir(parents=True)
+            text = json.dumps(_manifest(buffer, self._attrs), allow_nan=True)
+            _write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
+        except OSError as exc:
+            raise StorageError(exc.errno or 5, f"cannot start recording into {self.folder}: {exc}") from exc
+
+    # ------------------------------------------------------------------ thread
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"daqlab-rec-{self.source_name or self.path.stem}"
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_flush = self._clock() + self.flush_interval
+        while not self._stop.is_set() and self.error is None:
+            self._reader.wait(timeout=max(0.0, min(0.1, next_flush - self._clock())))
+            self._take()
+            if self._pending_n and (
+                self._flush_requested or self._clock() >= next_flush
+                or self._pending_n >= self.max_segment_samples
+            ):
+                self._flush_requested = False
+                self.flush()
+                next_flush = self._clock() + self.flush_interval
+
+    def _take(self) -> None:
+        block = self._reader.read(self.max_segment_samples)
+        if len(block) == 0 and block.lost == 0:
+            return
+        with self._lock:
+            if block.lost:
+                gap = self._gap(block)
+                self._pending.append(gap)
+                self._pending_n += len(gap)
+                self.gap_samples += len(gap)
+            if len(block):
+                self._pending.append(block)
+                self._pending_n += len(block)
+                self._last_time = int(block.times[-1].view(np.int64))
+
+    def _gap(self, block: Block) -> Block:
+        n, c = block.lost, len(self.buffer.channels)
+        first_lost = block.start - n
+        after = int(block.times[0].view(np.int64)) if len(block) else None
+        before = self._last_time
+        step = 1e9 / self.buffer.sample_rate
+        if before is not None and after is not None:
+            times = before + np.rint((after - before) * np.arange(1, n + 1) / (n + 1))
+        elif after is not None:
+            times = after - np.rint(step * np.arange(n, 0, -1))
+        else:
+            times = (before or 0) + np.rint(step * np.arange(1, n + 1))
+        t = times.astype(np.int64).view("datetime64[ns]")
+        span = (
+            np.int64(before if before is not None else t[0].view(np.int64)).view("datetime64[ns]"),
+            np.int64(after if after is not None else t[-1].view(np.int64)).view("datetime64[ns]"),
+        )
+        self._publish(BufferOverflow(self.source_name, f"recorder:{self._reader.id}", n,
+                                     first_lost, span))
+        return Block(np.full((c, n), np.nan), np.full((c, n), Quality.BAD, np.int8), t,
+                     first_lost, 0)
+
+    def flush_through(self, index: int, timeout: float = 10.0) -> None:
+        """Make every sample before write index ``index`` durable, waiting up to ``timeout`` s."""
+        deadline = self._clock() + timeout
+        self._flush_requested = True  # the thread looks at least every 0.1 s
+        with self._saved:
+            while self.saved_upto < index and self.error is None:
+                alive = self._thread is not None and self._thread.is_alive()
+                if not alive:
+                    break
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise StorageError(
+                        62, f"recorder {self.folder} did not save samples up to {index} within "
+                        f"{timeout} s (saved up to {self.saved_upto})."
+                    )
+                self._saved.wait(min(left, 0.1))
+        if self.saved_upto < index and self.error is None and not (
+            self._thread is not None and self._thread.is_alive()
+        ):
+            while self._reader.available > 0:
+                self._take()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending as one durable segment (no-op when nothing is)."""
+        with self._lock:
+            blocks, self._pending, self._pending_n = self._pending, [], 0
+        if not blocks or self.error is not None:
+            return
+        values = np.concatenate([b.values for b in blocks], axis=1)
+        quality = flag_quality(values, self.buffer.channels, calibrated=False,
+                               quality=np.concatenate([b.quality for b in blocks], axis=1))
+        times = np.concatenate([b.times for b in blocks]).view(np.int64)
+        upto = blocks[-1].stop
+        seg = self.folder / f"seg-{self._segments + 1:08d}.h5"
+
+        def write(p: Path) -> None:
+            with h5py.File(p, "w", libver=_LIBVER) as f:
+                f.create_dataset("value", data=values)
+                f.create_dataset("quality", data=quality)
+                f.create_dataset("time", data=times)
+                f.attrs["start"] = blocks[0].start
+                f.attrs["stop"] = upto
+
+        try:
+            _write_durably(seg, write)
+        except (OSError, ValueError) as exc:  # h5py reports a full disk as OSError or ValueError
+            self.error = exc
+            self._reader.close()
+            self._publish(RecordingFailed(self.source_name, self.folder, exc))
+            return
+        self._segments += 1
+        self.samples_written += values.shape[1]
+        with self._saved:
+            self.saved_upto = upto
+            self._saved.notify_all()
+        self._publish(Recorded(self.source_name, self.folder, upto))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write every sample pushed so far, then end the thread."""
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            if t.is_alive():
+                raise StorageError(62, f"recorder thread for {self.folder} did not stop in {timeout} s")
+        if self.error is None:
+            while True:
+                self._take()  # also picks up a lost count with no samples after it
+                if self._pending_n >= self.max_segment_samples:
+                    self.flush()
+                if self._reader.available <= 0:
+                    break
+            self.flush()
+        self._reader.close()
+
+    def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
+        """Stop, then turn the folder into the final run file (unless ``consolidate=False``)."""
+        self.stop()
+        if not consolidate or self.error is not None:
+            return self.folder
+        return consolidate_recording(self.folder, self.path, compression=compression)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _channels_from(manifest: dict[str, Any]) -> tuple[Channel, ...]:
+    return tuple(
+        Channel(c["name"], c["unit"], range=tuple(c["range"]),
+                calibration=Calibration(c["slope"], c["offset"], c["reference_date"]))
+        for c in manifest["channels"]
+    )
+
+
+def _segments(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("seg-*.h5") if not p.name.startswith("."))
+
+
+def _load(path: Path, name: str) -> NDArray[Any]:
+    with h5py.File(path, "r") as f:
+        return np.asarray(f[name][...])
+
+
+def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
+    """Read a recording folder (finished or left by a crash) as a run.
+
+    Only complete segments count; hidden temporary files are ignored. With
+    ``chunks`` not ``None`` the values stay on disk (one dask chunk per segment).
+    """
+    folder = Path(path)
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{folder} is not a readable daqlab recording: {exc}") from exc
+    if manifest.get("format") != "daqlab-recording":
+        raise FormatError(f"{folder}/{_MANIFEST} does not describe a daqlab recording.")
+    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise FormatError(
+            f"{folder} was recorded with run schema version {manifest['schema_version']}; "
+            f"this daqlab ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade daqlab."
+        )
+    channels = _channels_from(manifest)
+    c = len(channels)
+    segs = []
+    for seg in _segments(folder):
+        try:
+            with h5py.File(seg, "r") as f:
+                n = f["time"].shape[0]
+                times = np.asarray(f["time"][...])
+        except (OSError, KeyError) as exc:
+            raise FormatError(f"segment {seg} of recording {folder} is unreadable: {exc}") from exc
+        segs.append((seg, n, times))
+    times = (np.concatenate([s[2] for s in segs]) if segs else np.empty(0, np.int64)).view(
+        "datetime64[ns]")
+    if chunks is None:
+        value: Any = (np.concatenate([_load(s[0], "value") for s in segs], axis=1)
+                      if segs else np.empty((c, 0)))
+        quality: Any = (np.concatenate([_load(s[0], "quality") for s in segs], axis=1)
+                        if segs else np.empty((c, 0), np.int8))
+    else:
+        def lazy(name: str, dtype: type) -> Any:
+            parts = [
+                da.from_delayed(delayed(_load)(s[0], name), (c, s[1]), dtype=dtype)  # type: ignore[no-untyped-call]
+                for s in segs
+            ]
+            if not parts:
+                return da.empty((c, 0), dtype=dtype)
+            return da.concatenate(parts, axis=1)  # type: ignore[no-untyped-call]
+
+        value, quality = lazy("value", np.float64), lazy("quality", np.int8)
+    attrs = dict(manifest["attrs"])
+    attrs.setdefault("metadata", {})
+    run = assemble_run(value, quality, times, channels, attrs)
+    return validate(run, check_data=False)
+
+
+def consolidate_recording(folder: Path, path: Path, *, compression: bool = False) -> Path:
+    """Write the recording in ``folder`` as the run file ``path``, then remove the folder."""
+    run = open_recording(folder, chunks={})
+    save_netcdf(run, path, compression=compression)
+    shutil.rmtree(folder)
+    fsync_dir(folder.parent)
+    return path

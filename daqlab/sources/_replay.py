@@ -1,0 +1,172 @@
+"""Play a saved run back as a live source."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from daqlab.errors import ConfigurationError, SourceError
+from daqlab.io import open_run
+from daqlab.model import Channel, to_datetime64
+from daqlab.run import channels_of, uncalibrate, validate
+from daqlab.sources._protocol import Samples
+
+__all__ = ["Replay"]
+
+
+class Replay:
+    """Replays a saved run (a path or a run) at ``speed`` times real time.
+
+    Samples keep their original spacing, re-stamped from the replay's own
+    start: sample ``k`` is stamped ``t0 + (time[k] - time[0])``, ``t0`` the UTC
+    time at ``start()``. ``speed=None`` replays as fast as the reader asks.
+    Calibrated runs are replayed raw (calibration stays with the channels), and
+    quality flags are kept.
+
+    Examples
+    --------
+    >>> import daqlab as dl
+    >>> run = dl.make_run([[0.0, 1.0, 2.0, 3.0]], ["a"], sample_rate=2.0, start="2024-01-01")
+    >>> src = Replay(run, speed=None, block_size=3)
+    >>> src.start()
+    >>> [len(src.read(timeout=1.0)) for _ in range(2)], src.finished
+    ([3, 1], True)
+    """
+
+    def __init__(
+        self,
+        path_or_run: str | os.PathLike[str] | xr.Dataset,
+        speed: float | None = 1.0,
+        *,
+        loop: bool = False,
+        block_duration: float = 0.01,
+        block_size: int | None = None,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        wall_clock: Callable[[], _dt.datetime] | None = None,
+    ) -> None:
+        if isinstance(path_or_run, xr.Dataset):
+            run = validate(path_or_run, check_data=False)
+            self._origin = str(run.attrs.get("name") or run.attrs.get("id"))
+        else:
+            run = open_run(path_or_run, chunks={})
+            self._origin = os.fspath(path_or_run)
+        if run.attrs["calibrated"]:
+            run = uncalibrate(run)
+        if speed is not None and (
+            isinstance(speed, bool) or not isinstance(speed, (int, float))
+            or not math.isfinite(speed) or speed <= 0
+        ):
+            raise ConfigurationError(
+                f"speed must be > 0 (1.0 is real time) or None for as fast as possible; got {speed!r}."
+            )
+        if run.sizes["time"] == 0:
+            raise ConfigurationError(f"run {self._origin!r} holds no samples; there is nothing to replay.")
+        self.name = name
+        self.speed = None if speed is None else float(speed)
+        self.loop = bool(loop)
+        self._run = run
+        self._channels = channels_of(run)
+        self._rate = float(run.attrs["sample_rate"])
+        self._n = int(run.sizes["time"])
+        t = run["time"].values.view(np.int64)
+        self._rel = t - t[0]
+        self._period = int(self._rel[-1] + round(1e9 / self._rate))  # one loop's length in ns
+        self._min_block = max(1, round(self._rate * block_duration))
+        self._block_size = int(block_size) if block_size else self._min_block
+        self._clock = clock
+        self._stop_event = threading.Event()
+        self._sleep = sleep if sleep is not None else self._stop_event.wait
+        self._wall_clock = wall_clock or (lambda: _dt.datetime.now(_dt.UTC))
+        self._started = False
+        self._emitted = 0
+        self._t0_ns = 0
+        self._t0_mono = 0.0
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self._channels
+
+    @property
+    def sample_rate(self) -> float:
+        return self._rate
+
+    @property
+    def finished(self) -> bool:
+        return not self.loop and self._emitted >= self._n
+
+    def start(self) -> None:
+        if self._started:
+            raise SourceError("this Replay was started already; make a new one to replay again.")
+        self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
+        self._t0_mono = self._clock()
+        self._started = True
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def _rel_time(self, k: int) -> int:
+        """Offset (ns) of emitted sample ``k`` from the replay's start, across loops."""
+        loops, i = divmod(k, self._n)
+        return int(loops * self._period + self._rel[i])
+
+    def _due(self, timeout: float) -> int:
+        assert self.speed is not None
+        def due() -> int:
+            elapsed_ns = (self._clock() - self._t0_mono) * self.speed * 1e9  # type: ignore[operator]
+            loops, rem = divmod(elapsed_ns, self._period)
+            idx = int(loops) * self._n + int(np.searchsorted(self._rel, rem, side="right"))
+            return idx - self._emitted
+
+        d = due()
+        if d < self._min_block:
+            target = self._rel_time(self._emitted + self._min_block - 1) / 1e9 / self.speed
+            self._sleep(max(0.0, min(target - (self._clock() - self._t0_mono), timeout)))
+            if self._stop_event.is_set():
+                return 0
+            d = due()
+        return min(d, 10 * self._min_block)
+
+    def read(self, timeout: float) -> Samples | None:
+        if not self._started:
+            raise SourceError("read() before start(): call source.start() first.")
+        if self._stop_event.is_set() or self.finished:
+            return None
+        n = self._block_size if self.speed is None else self._due(timeout)
+        if not self.loop:
+            n = min(n, self._n - self._emitted)
+        if n <= 0:
+            return None
+        ks = np.arange(self._emitted, self._emitted + n)
+        idx = ks % self._n
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi - lo == n:  # one contiguous slice (no wrap)
+            sel: Any = slice(lo, hi)
+        else:
+            sel = idx
+        values = np.asarray(self._run["value"][:, sel].values, dtype=np.float64)
+        quality = np.asarray(self._run["quality"][:, sel].values, dtype=np.int8)
+        loops = ks // self._n
+        times = (self._t0_ns + loops * self._period + self._rel[idx]).view("datetime64[ns]")
+        self._emitted += n
+        return Samples(values, times, quality)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": "daqlab.sources.Replay",
+            "origin": self._origin,
+            "original_id": str(self._run.attrs.get("id", "")),
+            "speed": self.speed,
+            "loop": self.loop,
+            "sample_rate": self._rate,
+            "channels": [c.name for c in self._channels],
+        }
