@@ -11,8 +11,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as _dt
+import functools
 import math
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -254,6 +256,8 @@ class DataManager:
         self._save_lock = threading.RLock()
         self._state = "new"
         self._prev_sigint: Any = None
+        self._atexit_cb: Callable[[], None] | None = None
+        self._ipython_hook: tuple[Any, Callable[[Any], None]] | None = None
         self._started_at = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -295,8 +299,11 @@ class DataManager:
             self._autosave_thread = threading.Thread(target=self._autosave, daemon=True,
                                                      name=f"daqlab-autosave-{self.name}")
             self._autosave_thread.start()
-        atexit.register(_stop_at_exit, weakref.ref(self))
+        # one callable per manager: atexit.unregister removes by equality
+        self._atexit_cb = functools.partial(_stop_at_exit, weakref.ref(self))
+        atexit.register(self._atexit_cb)
         self._install_sigint()
+        self._install_ipython_hook()
         return self
 
     def _acquire(self, name: str) -> None:
@@ -352,13 +359,15 @@ class DataManager:
         if self._autosave_thread is not None:
             self._autosave_thread.join(self.config.stop_timeout)
         self._restore_sigint()
+        self._remove_ipython_hook()
         try:
             self._final_save()
         finally:
             for buf in self.buffers.values():
                 buf.close()
             self.bus.close(timeout=self.config.stop_timeout)
-            atexit.unregister(_stop_at_exit)
+            if self._atexit_cb is not None:
+                atexit.unregister(self._atexit_cb)
             self._state = "stopped"
         if hung:
             raise AcquisitionError(
@@ -388,15 +397,18 @@ class DataManager:
                                                compression=self.config.compression))
 
     def __enter__(self) -> DataManager:
-        return self.start()
+        """Start (unless running already); leaving the block stops and saves, also on errors."""
+        return self if self.running else self.start()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ saving
     def checkpoint(self) -> None:
-        """Save every dataset now (recorders make their own data durable continuously)."""
+        """Make everything acquired so far durable now: flush recorders, save every dataset."""
         with self._save_lock:
+            for n, rec in self.recorders.items():
+                rec.flush_through(self.buffers[n].written, timeout=self.config.stop_timeout)
             for ds in list(self.datasets.values()):
                 self.export_dataset(ds.id)
 
@@ -424,6 +436,32 @@ class DataManager:
 
         self._prev_sigint = prev
         signal.signal(signal.SIGINT, on_sigint)
+
+    def _install_ipython_hook(self) -> None:
+        # ipykernel swaps the SIGINT handler around every cell, so a cell interrupted by
+        # Ctrl-C is seen here, after the cell, through IPython's own event.
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        if shell is None:
+            return
+        ref = weakref.ref(self)
+
+        def post_run_cell(result: Any) -> None:
+            dm = ref()
+            if dm is not None and dm.running and isinstance(
+                getattr(result, "error_in_exec", None), KeyboardInterrupt
+            ):
+                dm._checkpoint_quietly()
+
+        shell.events.register("post_run_cell", post_run_cell)
+        self._ipython_hook = (shell, post_run_cell)
+
+    def _remove_ipython_hook(self) -> None:
+        if self._ipython_hook is not None:
+            shell, hook = self._ipython_hook
+            with contextlib.suppress(ValueError):
+                shell.events.unregister("post_run_cell", hook)
+            self._ipython_hook = None
 
     def _checkpoint_quietly(self) -> None:
         with contextlib.suppress(Exception):

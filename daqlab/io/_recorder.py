@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import h5py
 import numpy as np
@@ -378,7 +379,9 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
 def consolidate_recording(folder: Path, path: Path, *, compression: bool = False) -> Path:
     """Write the recording in ``folder`` as the run file ``path``, then remove the folder."""
     run = open_recording(folder, chunks={})
-    save_netcdf(run, path, compression=compression)
+    # synchronous: this also runs at interpreter exit, when dask's thread pool is gone
+    with dask.config.set(scheduler="synchronous"):
+        save_netcdf(run, path, compression=compression)
     shutil.rmtree(folder)
     fsync_dir(folder.parent)
     return path
