@@ -58,6 +58,8 @@ def to_datetime64(value: Any, *, what: str = "time") -> np.datetime64:
         return day
     if isinstance(value, str):
         text = value.strip()
+        if text.lower() in ("now", "today"):  # numpy accepts these words; ISO 8601 does not
+            text = "not a date"
         if text.endswith(("Z", "z")):
             text = text[:-1]
         elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
@@ -103,8 +105,8 @@ class Calibration:
     """Multiplier from raw to physical units."""
     offset: float = 0.0
     """Added after the multiplication."""
-    reference_date: np.datetime64 | None = None
-    """Calibration reference date as ``datetime64[ns]``, or ``None``."""
+    reference_date: np.datetime64 | _dt.datetime | _dt.date | str | None = None
+    """Calibration reference date, kept as ``datetime64[ns]`` (any datetime-like is accepted), or ``None``."""
 
     def __post_init__(self) -> None:
         slope, offset = self.slope, self.offset
@@ -256,19 +258,20 @@ class Channel:
             ) from None
         out: list[float] = []
         for v in (lo, hi):
-            if v is None:
-                out.append(math.nan)
-                continue
             try:
-                out.append(float(v))
+                f = math.nan if v is None else float(v)
             except (TypeError, ValueError):
                 raise ChannelError(
-                    f"range of channel {self.name!r} must hold numbers or None; got {rng!r}."
+                    f"range of channel {self.name!r} must hold numbers or None; got {rng!r}. "
+                    "Use e.g. range=(-10.0, 10.0), or None for an open end."
                 ) from None
+            # one NaN object for every open end, so that equal channels compare equal
+            out.append(math.nan if math.isnan(f) else f)
         lo_f, hi_f = out
         if (math.isinf(lo_f) and lo_f > 0) or (math.isinf(hi_f) and hi_f < 0):
             raise ChannelError(
-                f"range of channel {self.name!r} is {rng!r}: min cannot be +inf nor max -inf."
+                f"range of channel {self.name!r} is {rng!r}: min cannot be +inf nor max -inf. "
+                "Use None (or NaN) for an open end."
             )
         if not math.isnan(lo_f) and not math.isnan(hi_f) and lo_f >= hi_f:
             raise ChannelError(
@@ -293,7 +296,9 @@ class Channel:
 ChannelLike: TypeAlias = Channel | str
 
 
-def to_channels(channels: Iterable[ChannelLike] | int, *, what: str = "channels") -> tuple[Channel, ...]:
+def to_channels(
+    channels: Iterable[ChannelLike] | ChannelLike | int | np.integer[Any], *, what: str = "channels"
+) -> tuple[Channel, ...]:
     """Normalise channel names/objects (or a count) into unique :class:`Channel` objects.
 
     An ``int`` ``n`` gives channels ``ch0 .. ch{n-1}``.

@@ -100,6 +100,17 @@ def check_sample_rate(sample_rate: object) -> float:
     return rate
 
 
+def _non_str_keys(obj: object) -> list[object]:
+    if isinstance(obj, Mapping):
+        bad = [k for k in obj if not isinstance(k, str)]
+        for v in obj.values():
+            bad += _non_str_keys(v)
+        return bad
+    if isinstance(obj, (list, tuple)):
+        return [k for v in obj for k in _non_str_keys(v)]
+    return []
+
+
 def check_metadata(metadata: object) -> dict[str, Any]:
     """Return a copy of ``metadata`` if it is a dict of JSON values with str keys."""
     if metadata is None:
@@ -108,6 +119,12 @@ def check_metadata(metadata: object) -> dict[str, Any]:
         raise ConfigurationError(
             f"metadata must be a dict of JSON values; got {type(metadata).__name__}. "
             "Pass e.g. metadata={'operator': 'Ada'}."
+        )
+    bad_keys = _non_str_keys(metadata)
+    if bad_keys:
+        raise ConfigurationError(
+            f"metadata keys must be str (JSON objects have text keys); got {bad_keys[:5]}. "
+            "Convert them, e.g. {str(k): v for k, v in metadata.items()}."
         )
     try:
         text = json.dumps(dict(metadata), allow_nan=True)
@@ -142,9 +159,12 @@ def sample_times(start_ns: int, first_index: int, n: int, sample_rate: float) ->
 
 def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
     arr = np.asarray(times)
+    if arr.size == 0 and arr.ndim == 1:
+        arr = np.empty(0, dtype="datetime64[ns]")
     if arr.dtype.kind != "M":
         try:
-            idx = pd.DatetimeIndex(arr) if arr.dtype.kind in "OU" else None
+            # utc=True converts every offset (also ones changing at DST) and takes naive as UTC
+            idx = pd.to_datetime(arr, utc=True, format="ISO8601") if arr.dtype.kind in "OU" else None
         except (TypeError, ValueError):
             idx = None
         if idx is None:
@@ -153,9 +173,7 @@ def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
                 f"dtype {arr.dtype}. Convert, e.g. np.asarray(t_seconds * 1e9, 'int64')"
                 ".view('datetime64[ns]'), or pass start=... and let daqlab stamp them."
             )
-        if idx.tz is not None:
-            idx = idx.tz_convert("UTC").tz_localize(None)
-        arr = idx.to_numpy()
+        arr = pd.DatetimeIndex(idx).tz_localize(None).to_numpy()
     arr = arr.astype("datetime64[ns]")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ShapeError(
@@ -438,9 +456,10 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
         if t.dtype != np.dtype("datetime64[ns]"):
             problems.append(f"coordinate 'time' must be datetime64[ns] (UTC); has dtype {t.dtype}.")
         else:
-            if np.isnat(t).any():
-                problems.append(f"coordinate 'time' holds {int(np.isnat(t).sum())} NaT value(s).")
-            steps = np.diff(t.view(np.int64))
+            nat = np.isnat(t)
+            if nat.any():
+                problems.append(f"coordinate 'time' holds {int(nat.sum())} NaT value(s).")
+            steps = np.diff(t[~nat].view(np.int64))
             if (steps < 0).any():
                 problems.append(
                     f"coordinate 'time' must be non-decreasing; it steps back "
@@ -470,24 +489,27 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
             bad = np.asarray(lo >= hi)
         for i in np.flatnonzero(bad):
             problems.append(
-                f"channel {run['channel'].values[i]!r}: range_min {lo[i]!r} >= range_max {hi[i]!r}."
+                f"channel {run['channel'].values[i]!r}: range_min {float(lo[i])} >= range_max "
+                f"{float(hi[i])}; give min < max, or NaN for an open end."
             )
     if "cal_slope" in run.coords and run["cal_slope"].dtype == np.float64:
         s = run["cal_slope"].values
         for i in np.flatnonzero(~np.isfinite(s) | (s == 0)):
             problems.append(
                 f"channel {run['channel'].values[i]!r}: cal_slope must be finite and non-zero; "
-                f"is {s[i]!r}."
+                f"is {float(s[i])} (use 1.0 for no calibration)."
             )
     if "cal_offset" in run.coords and run["cal_offset"].dtype == np.float64:
         o = run["cal_offset"].values
         for i in np.flatnonzero(~np.isfinite(o)):
             problems.append(
-                f"channel {run['channel'].values[i]!r}: cal_offset must be finite; is {o[i]!r}."
+                f"channel {run['channel'].values[i]!r}: cal_offset must be finite; is {float(o[i])} "
+                "(use 0.0 for no offset)."
             )
 
 
 def _check_vars(run: xr.Dataset, problems: list[str], check_data: bool) -> None:
+    before = len(problems)
     expected = {"value": np.dtype(np.float64), "quality": np.dtype(np.int8)}
     if run.attrs.get("calibrated") is True and "raw" in run.data_vars:
         expected["raw"] = np.dtype(np.float64)
@@ -506,8 +528,8 @@ def _check_vars(run: xr.Dataset, problems: list[str], check_data: bool) -> None:
             f"unexpected data variable(s) {extra}; a run holds only 'value' and 'quality' "
             "(and 'raw' once calibrated). Keep other results in another Dataset."
         )
-    if not check_data or problems:
-        return
+    if not check_data or len(problems) > before or "channel" not in run.coords:
+        return  # the data checks need value and quality as the schema has them
     q = np.asarray(run["quality"].values)
     v = np.asarray(run["value"].values)
     allowed = np.array([int(x) for x in Quality], dtype=np.int8)
@@ -604,8 +626,9 @@ def calibrate(run: xr.Dataset) -> xr.Dataset:
     """Physical values ``cal_slope * value + cal_offset`` per channel; lazy on dask runs.
 
     The raw values are kept in a ``raw`` variable so that :func:`uncalibrate`
-    gives them back exactly. Calibrating a calibrated run raises
-    :class:`~daqlab.AlreadyCalibratedError`.
+    gives them back exactly. A finite raw value that overflows to inf is
+    flagged BAD (and stays flagged after ``uncalibrate``). Calibrating a
+    calibrated run raises :class:`~daqlab.AlreadyCalibratedError`.
 
     >>> ch = Channel("t", "degC", calibration=Calibration(slope=100.0, offset=-50.0))
     >>> run = calibrate(make_run([[0.5, 1.0]], [ch], sample_rate=1.0))
@@ -621,7 +644,12 @@ def calibrate(run: xr.Dataset) -> xr.Dataset:
         )
     slope, offset = _cal_arrays(run)
     raw = run["value"]
-    out = run.assign(value=(raw * slope + offset).assign_attrs(raw.attrs))
+    physical = (raw * slope + offset).assign_attrs(raw.attrs)
+    # a finite raw value can overflow to inf: flag it, as make_run would have
+    quality = run["quality"].where(
+        np.isfinite(physical) | (run["quality"] != Quality.GOOD), np.int8(Quality.BAD)
+    ).astype(np.int8)
+    out = run.assign(value=physical, quality=quality.assign_attrs(run["quality"].attrs))
     out["raw"] = raw.assign_attrs(
         long_name="raw sample value as acquired",
         comment="kept by daqlab.calibrate so that uncalibrate is exact",
@@ -643,7 +671,8 @@ def uncalibrate(run: xr.Dataset) -> xr.Dataset:
             "(attrs['calibrated'] is False); its values are raw already."
         )
     if "raw" in run.data_vars:
-        value = run["raw"].assign_attrs(run["value"].attrs)
+        value = run["raw"].copy(deep=False)
+        value.attrs = dict(run["value"].attrs)
     else:
         slope, offset = _cal_arrays(run)
         value = ((run["value"] - offset) / slope).assign_attrs(run["value"].attrs)

@@ -19,18 +19,45 @@ __all__ = ["from_disk", "open_netcdf", "save_netcdf", "to_disk"]
 _SCHEMA_ATTR = "daqlab_schema_version"
 
 
+_ENCODING_ATTR = "daqlab_attrs"
+"""JSON note of how attributes were encoded, so that opening restores them exactly."""
+
+
 def to_disk(run: xr.Dataset) -> xr.Dataset:
-    """Encode what netCDF cannot hold (dict, bool attributes) and add provenance."""
-    attrs = dict(run.attrs)
-    attrs["metadata"] = json.dumps(attrs.get("metadata", {}), allow_nan=True)
-    attrs["calibrated"] = np.int8(bool(attrs.get("calibrated", False)))
-    attrs.setdefault("title", attrs.get("name") or "daqlab run")
-    attrs["Conventions"] = "CF-1.8"
+    """Encode what netCDF cannot hold (bool, dict, None attributes) and add provenance.
+
+    Every attribute comes back as it was through :func:`from_disk`; the
+    attributes CF wants (``title``, ``history``, ``Conventions``) are added and
+    removed again unless the run had its own.
+    """
+    note: dict[str, Any] = {"bool": [], "json": [], "added": [], "history_len": None}
+    attrs: dict[str, Any] = {}
+    for k, v in run.attrs.items():
+        if isinstance(v, (bool, np.bool_)):
+            attrs[k] = np.int8(v)
+            note["bool"].append(k)
+        elif v is None or isinstance(v, (dict, list, tuple)):
+            attrs[k] = json.dumps(v, allow_nan=True)
+            note["json"].append(k)
+        else:
+            attrs[k] = v
+    line = f"{iso_utc()} written by daqlab {__version__}"
+    if "history" in attrs:
+        note["history_len"] = len(str(attrs["history"]))
+        attrs["history"] = f"{attrs['history']}\n{line}"
+    else:
+        attrs["history"] = line
+        note["added"].append("history")
+    for k, default in (("title", run.attrs.get("name") or "daqlab run"), ("Conventions", "CF-1.8")):
+        if k not in attrs:
+            attrs[k] = default
+            note["added"].append(k)
     attrs["daqlab_version"] = __version__
     attrs[_SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
-    history = attrs.get("history", "")
-    attrs["history"] = (history + "\n" if history else "") + f"{iso_utc()} written by daqlab {__version__}"
-    return run.assign_attrs(attrs)
+    attrs[_ENCODING_ATTR] = json.dumps(note)
+    out = run.copy(deep=False)
+    out.attrs = attrs
+    return out
 
 
 def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
@@ -47,16 +74,28 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
             f"{attrs.get('daqlab_version', '?')}; this daqlab ({__version__}) reads up to "
             f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
         )
-    for k in ("Conventions", "daqlab_version", "title", "history"):
-        attrs.pop(k, None)
+    attrs.pop("daqlab_version", None)
     try:
-        attrs["metadata"] = json.loads(attrs.get("metadata", "{}"))
+        note = json.loads(attrs.pop(_ENCODING_ATTR, "{}"))
     except json.JSONDecodeError as exc:
-        raise FormatError(f"{source}: attribute 'metadata' is not valid JSON ({exc}).") from None
-    attrs["calibrated"] = bool(int(attrs.get("calibrated", 0)))
-    attrs["sample_rate"] = float(attrs.get("sample_rate", np.nan))
-    for k in ("id", "name", "description", "created_at"):
-        attrs[k] = str(attrs.get(k, ""))
+        raise FormatError(f"{source}: attribute {_ENCODING_ATTR!r} is not valid JSON ({exc}).") from None
+    for k in note.get("json", []):
+        try:
+            attrs[k] = json.loads(attrs[k])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise FormatError(
+                f"{source}: attribute {k!r} is not valid JSON ({exc}); the file was damaged or "
+                "edited by another tool."
+            ) from None
+    for k in note.get("bool", []):
+        attrs[k] = bool(int(attrs[k]))
+    for k in note.get("added", []):
+        attrs.pop(k, None)
+    if note.get("history_len") is not None and "history" in attrs:
+        attrs["history"] = str(attrs["history"])[: int(note["history_len"])]
+    for k, v in list(attrs.items()):
+        if isinstance(v, np.generic):
+            attrs[k] = v.item()
     out = ds.copy(deep=False)
     out.attrs = attrs
     return out

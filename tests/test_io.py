@@ -1,0 +1,406 @@
+"""Saving and opening runs as NetCDF4/HDF5: round trips, atomic writes, refusals."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import daqlab as dl
+
+START = "2024-01-01T00:00:00Z"
+RUN_ID = "0d6c7a4e-2f8b-4c1d-9e3a-5b7f1a2c3d4e"
+
+
+def sample_run(n: int = 6) -> xr.Dataset:
+    chans = [
+        dl.Channel("Kühlwasser Temperatur", "°C", range=(0.0, 90.0),
+                   calibration=dl.Calibration(2.0, -1.0,
+                                              cast(Any, "2024-05-01T08:30:15.123456789Z"))),
+        dl.Channel("电压 ai1", "V", range=(None, 5.0)),
+        dl.Channel("Δp", ""),
+    ]
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(3, n))
+    if n >= 4:
+        values[0, 1] = np.nan
+        values[1, 2] = np.inf
+        values[2, 3] = -np.inf
+    return dl.make_run(
+        values, chans, sample_rate=3.0, start=START, id=RUN_ID,
+        created_at="2024-01-02T03:04:05.678Z", name="Prüfstand 3",
+        description="line one\nline two, with ünïcode",
+        metadata={"operator": "Ada", "gain": 2.5, "tags": ["a", "ß"], "nested": {"ok": True,
+                                                                             "none": None}},
+    )
+
+
+def no_hidden_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def _empty(_: int) -> xr.Dataset:
+    return dl.make_run(np.empty((2, 0)), ["a", "b"], sample_rate=10.0,
+                       times=np.array([], dtype="datetime64[ns]"), id=RUN_ID)
+
+
+def _calibrated(n: int) -> xr.Dataset:
+    return dl.calibrate(sample_run(n))
+
+
+def _many_rates(n: int) -> xr.Dataset:
+    return sample_run(n).assign_attrs(sample_rate=48_000.0)
+
+
+RUNS: list[tuple[Callable[[int], xr.Dataset], int]] = [
+    (sample_run, 6), (sample_run, 1), (_empty, 0), (_calibrated, 6), (_many_rates, 500),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "n"), RUNS, ids=["six-samples", "one-sample", "no-samples", "calibrated-with-raw",
+                              "longer"],
+)
+@pytest.mark.parametrize("suffix", [".nc", ".h5"], ids=["nc", "h5"])
+def test_round_trip_is_identical(
+    tmp_path: Path, make: Callable[[int], xr.Dataset], n: int, suffix: str
+) -> None:
+    run = make(n)
+    path = tmp_path / f"run{suffix}"
+    assert dl.save(run, path) == path
+    back = dl.open_run(path)
+    xr.testing.assert_identical(back, run)
+    assert back.attrs == run.attrs
+    assert back.attrs["calibrated"] is run.attrs["calibrated"]
+    assert isinstance(back.attrs["metadata"], dict)
+    assert back["value"].dtype == np.float64
+    assert back["quality"].dtype == np.int8
+    np.testing.assert_array_equal(back["cal_date"].values, run["cal_date"].values)
+    assert not isinstance(back["value"].data, da.Array)
+    dl.validate(back)
+
+
+def test_round_trip_keeps_non_finite_values_and_flags(tmp_path: Path) -> None:
+    run = sample_run()
+    dl.save(run, tmp_path / "r.nc")
+    back = dl.open_run(tmp_path / "r.nc")
+    v = back["value"].values
+    assert np.isnan(v[0, 1])
+    assert v[1, 2] == np.inf
+    assert v[2, 3] == -np.inf
+    assert back["quality"].values[0, 1] == dl.Quality.BAD
+    assert back.daq.channel_names == ["Kühlwasser Temperatur", "电压 ai1", "Δp"]
+    assert back.daq.channels[0].calibration.reference_date == np.datetime64(
+        "2024-05-01T08:30:15.123456789", "ns")
+
+
+def test_round_trip_through_the_accessor(tmp_path: Path) -> None:
+    run = sample_run()
+    path = run.daq.save(str(tmp_path / "acc.nc"))
+    assert path == tmp_path / "acc.nc"
+    xr.testing.assert_identical(dl.open_run(str(path)), run)
+
+
+def test_round_trip_keeps_user_attributes(tmp_path: Path) -> None:
+    # Attributes besides the schema's are allowed on a run (validate accepts them)
+    # and a round trip "gives back the same run" (DESIGN.md, Storage).
+    run = sample_run().assign_attrs(title="Pump test", history="made by hand", site="Hall B")
+    dl.validate(run)
+    dl.save(run, tmp_path / "u.nc")
+    back = dl.open_run(tmp_path / "u.nc")
+    assert back.attrs["site"] == "Hall B"
+    assert back.attrs["title"] == "Pump test"
+    assert back.attrs["history"] == "made by hand"
+
+
+def test_round_trip_encodes_bool_attributes(tmp_path: Path) -> None:
+    # DESIGN.md: "bool attributes and other values netCDF cannot hold are encoded on
+    # disk and decoded on open, so a round trip gives back the same run."
+    run = sample_run().assign_attrs(reviewed=True)
+    dl.validate(run)
+    dl.save(run, tmp_path / "b.nc")
+    back = dl.open_run(tmp_path / "b.nc")
+    assert back.attrs["reviewed"] is True
+
+
+def test_open_with_chunks_is_lazy(tmp_path: Path) -> None:
+    run = sample_run(200)
+    dl.save(run, tmp_path / "lazy.nc")
+    back = dl.open_run(tmp_path / "lazy.nc", chunks={})
+    try:
+        assert isinstance(back["value"].data, da.Array)
+        assert isinstance(back["quality"].data, da.Array)
+        assert back.attrs == run.attrs
+        xr.testing.assert_identical(back.compute(), run)
+    finally:
+        back.close()
+
+
+def test_file_can_be_chunked_and_compressed(tmp_path: Path) -> None:
+    # DESIGN.md: NetCDF4/HDF5 "through h5netcdf, CF conventions, chunked and compressed".
+    run = sample_run(1000)
+    dl.save(run, tmp_path / "c.nc", compression=True)
+    with h5py.File(tmp_path / "c.nc", "r") as f:
+        for name in ("value", "quality"):
+            assert f[name].chunks is not None, name
+            assert f[name].compression is not None, name
+    xr.testing.assert_identical(dl.open_run(tmp_path / "c.nc"), run)
+
+
+# --------------------------------------------------------------------------- readable by others
+
+
+def test_file_opens_with_plain_h5py(tmp_path: Path) -> None:
+    run = sample_run()
+    dl.save(run, tmp_path / "plain.nc")
+    with h5py.File(tmp_path / "plain.nc", "r") as f:
+        assert set(f.keys()) >= {"value", "quality", "time", "channel", "unit", "range_min",
+                                 "range_max", "cal_slope", "cal_offset", "cal_date"}
+        np.testing.assert_array_equal(f["value"][...], run["value"].values)
+        np.testing.assert_array_equal(f["quality"][...], run["quality"].values)
+        assert f["quality"].dtype == np.int8
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["channel"][...]]
+        assert names == run.daq.channel_names
+        assert int(np.asarray(f.attrs["daqlab_schema_version"]).ravel()[0]) == dl.SCHEMA_VERSION
+        assert f.attrs["daqlab_version"] == dl.__version__
+        assert f.attrs["Conventions"] == "CF-1.8"
+        assert f["value"].attrs["ancillary_variables"] == "quality"
+        assert f["quality"].attrs["flag_meanings"] == "good suspect bad interpolated"
+        np.testing.assert_array_equal(f["quality"].attrs["flag_values"], [0, 1, 2, 3])
+
+
+def test_file_opens_with_xarray_h5netcdf(tmp_path: Path) -> None:
+    run = sample_run()
+    dl.save(run, tmp_path / "x.nc")
+    with xr.open_dataset(tmp_path / "x.nc", engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["value"].values, run["value"].values)
+        np.testing.assert_array_equal(ds["time"].values, run["time"].values)
+        assert ds["channel"].values.tolist() == run.daq.channel_names
+        assert ds.attrs["id"] == RUN_ID
+        assert ds.attrs["sample_rate"] == 3.0
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_no_temporary_files_after_success(tmp_path: Path) -> None:
+    dl.save(sample_run(), tmp_path / "a.nc")
+    dl.save(sample_run(), tmp_path / "a.nc", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nc"]
+
+
+def test_written_under_a_hidden_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run.nc"
+    seen: list[tuple[Path, bool]] = []
+    original = xr.Dataset.to_netcdf
+
+    def spy(self: xr.Dataset, path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((Path(path), target.exists()))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", spy)
+    dl.save(sample_run(), target)
+    assert len(seen) == 1
+    written, target_existed = seen[0]
+    assert written.parent == tmp_path
+    assert written.name.startswith(".")
+    assert written != target
+    assert not target_existed  # the final name appears only once the file is complete
+    assert not written.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]
+
+
+def test_missing_folder_is_a_storage_error(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "run.nc"
+    with pytest.raises(dl.StorageError, match=r"folder .*missing does not exist; create it") as info:
+        dl.save(sample_run(), target)
+    assert isinstance(info.value, OSError)
+    assert info.value.errno == errno.ENOENT
+    assert not target.parent.exists()
+    assert no_hidden_files(tmp_path) == []
+
+
+def _failing_writer(exc: BaseException) -> Callable[..., Any]:
+    def to_netcdf(self: xr.Dataset, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"\x89HDF\r\n\x1a\n half a file")
+        raise exc
+
+    return to_netcdf
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [(OSError(errno.ENOSPC, "No space left on device"), dl.StorageError),
+     (RuntimeError("writer crashed"), RuntimeError),
+     (KeyboardInterrupt(), KeyboardInterrupt)],
+    ids=["disk-full", "writer-error", "ctrl-c"],
+)
+def test_failed_write_leaves_no_temporary_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException,
+    expected: type[BaseException],
+) -> None:
+    target = tmp_path / "run.nc"
+    old = sample_run(3)
+    dl.save(old, target)
+    before = target.read_bytes()
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", _failing_writer(exc))
+    with pytest.raises(expected) as info:
+        dl.save(sample_run(8), target, overwrite=True)
+    if expected is dl.StorageError:
+        assert isinstance(info.value, dl.StorageError)
+        assert info.value.errno == errno.ENOSPC
+        assert "could not write" in str(info.value)
+        assert "Nothing was written under that name" in str(info.value)
+        assert isinstance(info.value.__cause__, OSError)
+    assert no_hidden_files(tmp_path) == []
+    assert target.read_bytes() == before
+    monkeypatch.undo()
+    xr.testing.assert_identical(dl.open_run(target), old)
+
+
+def test_failed_new_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xr.Dataset, "to_netcdf",
+                        _failing_writer(OSError(errno.EIO, "Input/output error")))
+    with pytest.raises(dl.StorageError, match="could not write"):
+        dl.save(sample_run(), tmp_path / "new.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_is_not_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "keep.nc"
+    first = sample_run(3)
+    dl.save(first, target)
+    before = target.read_bytes()
+    second = sample_run(5).assign_attrs(name="second")
+    with pytest.raises(dl.StorageError, match=r"keep\.nc exists already.*overwrite=True") as info:
+        dl.save(second, target)
+    assert info.value.errno == errno.EEXIST
+    assert target.read_bytes() == before
+    dl.save(second, target, overwrite=True)
+    xr.testing.assert_identical(dl.open_run(target), second)
+    assert no_hidden_files(tmp_path) == []
+
+
+def test_invalid_run_is_not_saved(tmp_path: Path) -> None:
+    with pytest.raises(dl.SchemaError, match="'id' must be a UUID"):
+        dl.save(sample_run().assign_attrs(id="nope"), tmp_path / "bad.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _set_attr(path: Path, name: str, value: Any) -> None:
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.nc"
+    dl.save(sample_run(), path)
+    newer = dl.SCHEMA_VERSION + 1
+    _set_attr(path, "daqlab_schema_version", np.int32(newer))
+    with pytest.raises(dl.FormatError,
+                       match=rf"run schema version {newer} by daqlab .*reads up to version "
+                             rf"{dl.SCHEMA_VERSION}\. Upgrade daqlab") as info:
+        dl.open_run(path)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(dl.FormatError, match=f"version {newer}"):
+        dl.open_run(path, chunks={})
+
+
+def test_same_or_older_schema_opens(tmp_path: Path) -> None:
+    path = tmp_path / "now.nc"
+    run = sample_run()
+    dl.save(run, path)
+    _set_attr(path, "daqlab_schema_version", np.int32(dl.SCHEMA_VERSION))
+    xr.testing.assert_identical(dl.open_run(path), run)
+
+
+def test_corrupt_metadata_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "meta.nc"
+    dl.save(sample_run(), path)
+    _set_attr(path, "metadata", "{not json")
+    with pytest.raises(dl.FormatError, match=r"meta\.nc: attribute 'metadata' is not valid JSON"):
+        dl.open_run(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (np.random.default_rng(0).bytes(4096), r"not a format daqlab reads"),
+        (b"", r"not a format daqlab reads"),
+        (b"\x89HDF\r\n\x1a\n" + np.random.default_rng(1).bytes(4096),
+         r"could not be read as NetCDF4/HDF5"),
+    ],
+    ids=["random-bytes", "empty-file", "hdf5-magic-then-garbage"],
+)
+def test_garbage_is_a_format_error(tmp_path: Path, content: bytes, pattern: str) -> None:
+    path = tmp_path / "garbage.nc"
+    path.write_bytes(content)
+    with pytest.raises(dl.FormatError, match=pattern):
+        dl.open_run(path)
+
+
+def test_truncated_file_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "whole.nc"
+    dl.save(sample_run(100), path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(dl.FormatError, match=r"cut\.nc could not be read"):
+        dl.open_run(cut)
+
+
+def test_foreign_netcdf_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.nc"
+    xr.Dataset({"v": ("x", [1.0, 2.0])}, attrs={"title": "not ours"}).to_netcdf(
+        path, engine="h5netcdf")
+    with pytest.raises(dl.FormatError,
+                       match=r"foreign\.nc is a NetCDF file but not a daqlab run"):
+        dl.open_run(path)
+
+
+def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(dl.FormatError, match=r"cannot tell the format of 'run\.txt'.*\.nc.*format="):
+        dl.save(sample_run(), tmp_path / "run.txt")
+    with pytest.raises(dl.FormatError, match=r"format 'excel' is not supported; choose one of"):
+        dl.save(sample_run(), tmp_path / "run.nc", format="excel")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explicit_format_and_detection_by_contents(tmp_path: Path) -> None:
+    run = sample_run()
+    path = tmp_path / "run.dat"
+    dl.save(run, path, format="netcdf")
+    xr.testing.assert_identical(dl.open_run(path), run)
+
+
+def test_open_missing_path_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(dl.StorageError, match=r"nope\.nc does not exist; check the path") as info:
+        dl.open_run(tmp_path / "nope.nc")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(dl.FormatError, match="is a folder"):
+        dl.open_run(tmp_path)
+
+
+def test_saved_file_is_complete_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "durable.nc"
+    dl.save(sample_run(), path)
+    assert path.stat().st_size > 0
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89HDF\r\n\x1a\n"
+    assert os.access(path, os.R_OK)
