@@ -72,7 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
         while not manager.wait(timeout=0.1):
             bar.update(buffer.written - bar.n)
         bar.update(buffer.written - bar.n)
-    path = manager.saved[-1]
+    path = manager.recorders["src"].path
     print(summary(open_run(path, chunks={}), path))
     return 0
 
