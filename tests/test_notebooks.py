@@ -17,7 +17,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     work = tmp_path / path.name
     shutil.copy(path, work)
-    nb = nbformat.read(work, as_version=4)
+    nb = nbformat.read(work, as_version=4)  # type: ignore[no-untyped-call]
     NotebookClient(nb, timeout=240, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
