@@ -92,7 +92,8 @@ class Calibration:
     offset
         Finite.
     reference_date
-        When the calibration was determined (UTC); ``None`` when unknown.
+        When the calibration was determined (UTC, kept to the microsecond);
+        ``None`` when unknown.
 
     Examples
     --------
@@ -132,6 +133,8 @@ class Calibration:
             date = to_datetime64(self.reference_date, what="Calibration reference_date")
         except ConfigurationError as exc:
             raise CalibrationError(str(exc)) from None
+        # kept to the microsecond: files store it as microseconds since the epoch
+        date = date.astype("datetime64[us]").astype("datetime64[ns]")
         object.__setattr__(self, "reference_date", None if np.isnat(date) else date)
 
     @property

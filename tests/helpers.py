@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["daqlab_threads", "wait_for"]
+__all__ = ["daqlab_threads", "require_tool", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -24,3 +24,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
 def daqlab_threads() -> list[threading.Thread]:
     """Live threads whose name starts with ``daqlab-``."""
     return [t for t in threading.enumerate() if t.name.startswith("daqlab-") and t.is_alive()]
+
+
+def require_tool(name: str) -> str:
+    """Path of command-line tool ``name``; missing fails under CI=true, else skips the test."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        msg = f"{name} is not installed (python3 dev.py test installs it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found

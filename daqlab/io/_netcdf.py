@@ -103,18 +103,78 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
 
 _CHUNK_SAMPLES = 1 << 18  # per channel and HDF5 chunk: 2 MiB of float64
 
+# CF attributes daqlab puts on coordinates on disk and takes off again on open.
+_COORD_ATTRS: dict[str, dict[str, str]] = {
+    "time": {"standard_name": "time", "long_name": "time of sample (UTC)", "axis": "T"},
+    "channel": {"long_name": "channel name", "cf_role": "timeseries_id"},
+    "unit": {"long_name": "physical unit of the channel after calibration"},
+    "range_min": {"long_name": "lower end of the valid physical range"},
+    "range_max": {"long_name": "upper end of the valid physical range"},
+    "cal_slope": {"long_name": "calibration slope: physical = cal_slope * raw + cal_offset"},
+    "cal_offset": {"long_name": "calibration offset: physical = cal_slope * raw + cal_offset"},
+    "cal_date": {"long_name": "calibration reference date (UTC)"},
+}
+_QUALITY_STANDARD_NAME = "status_flag"
 
-def _encoding(ds: xr.Dataset, compression: bool) -> dict[str, dict[str, Any]]:
+
+def _time_units(times: np.ndarray[Any, Any]) -> tuple[str, str]:
+    """Units and dtype that store ``times`` exactly in a CF-1.8 type.
+
+    int64 is not a CF-1.8 type, so time is a float64 count of nanoseconds since
+    the first sample: exact for every whole number below 2**53 ns (104 days).
+    Longer runs use microseconds (exact to the microsecond for 285 years).
+    """
+    if times.size == 0:
+        return "nanoseconds since 1970-01-01T00:00:00", "float64"
+    t0 = times[0]
+    span = int((times[-1] - t0).astype("timedelta64[ns]").astype(np.int64))
+    ref = np.datetime_as_string(t0, unit="ns")
+    if span < 2**53:
+        return f"nanoseconds since {ref}", "float64"
+    return f"microseconds since {ref}", "float64"
+
+
+def _cf_dataset(run: xr.Dataset, compression: bool) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """The run as written: CF attributes on every variable, and the encoding of each."""
+    ds = to_disk(run)
+    for name, attrs in _COORD_ATTRS.items():
+        ds[name].attrs.update(attrs)
+    ds["quality"].attrs["standard_name"] = _QUALITY_STANDARD_NAME
     n = ds.sizes["time"]
-    enc: dict[str, dict[str, Any]] = {}
+    units, dtype = _time_units(run["time"].values)
+    enc: dict[str, dict[str, Any]] = {
+        "time": {"units": units, "dtype": dtype, "calendar": "proleptic_gregorian",
+                 "_FillValue": None},
+        # microseconds: a calibration date is kept to the microsecond (Calibration rounds so)
+        "cal_date": {"units": "microseconds since 1970-01-01T00:00:00", "dtype": "float64",
+                     "calendar": "proleptic_gregorian"},
+        # fixed-length char arrays: CF checkers choke on variable-length string coordinates
+        "channel": {"dtype": "S1"},
+        "unit": {"dtype": "S1"},
+    }
+    for name in ("cal_slope", "cal_offset"):
+        enc[name] = {"_FillValue": None}
     for name in ("value", "quality", "raw"):
         if name not in ds.data_vars or n == 0:
             continue
         e: dict[str, Any] = {"chunksizes": (1, min(n, _CHUNK_SAMPLES))}
-        if compression:
+        # quality flags are mostly zeros: zlib makes them ~100x smaller at little cost
+        if compression or name == "quality":
             e.update(zlib=True, complevel=1, shuffle=True)
         enc[name] = e
-    return enc
+    return ds, enc
+
+
+def _strip_cf(ds: xr.Dataset) -> xr.Dataset:
+    """Take off the attributes :func:`_cf_dataset` added, so a round trip is identical."""
+    for name, attrs in _COORD_ATTRS.items():
+        if name in ds.variables:
+            for k, v in attrs.items():
+                if ds[name].attrs.get(k) == v:
+                    del ds[name].attrs[k]
+    if ds["quality"].attrs.get("standard_name") == _QUALITY_STANDARD_NAME:
+        del ds["quality"].attrs["standard_name"]
+    return ds
 
 
 def _verify(tmp: Path, run: xr.Dataset) -> None:
@@ -138,22 +198,32 @@ def _verify(tmp: Path, run: xr.Dataset) -> None:
 def save_netcdf(
     run: xr.Dataset, path: Path, *, overwrite: bool = False, compression: bool = False
 ) -> Path:
+    """Write ``run`` as CF-1.8 NetCDF4 through h5netcdf, atomically, and check it."""
     validate(run, check_data=False)
-    ds = to_disk(run)
+    ds, encoding = _cf_dataset(run, compression)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=_encoding(ds, compression))
+        try:
+            ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+        except (TypeError, ValueError) as exc:  # h5netcdf/xarray refusing a value
+            raise FormatError(f"cannot write {path.name} as NetCDF: {exc}") from exc
         _verify(tmp, run)
     return path
 
 
 def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
+    """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files."""
     try:
         ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{path} could not be read as NetCDF4/HDF5: {exc}") from exc
-    run = from_disk(ds, path)
+    try:
+        run = _strip_cf(from_disk(ds, path))
+        if chunks is None:
+            run = run.load()
+    except BaseException:
+        ds.close()
+        raise
     if chunks is None:
-        run = run.load()
         ds.close()
     for name in ("channel", "unit"):
         run[name] = run[name].astype(object)
