@@ -33,6 +33,7 @@ from daqlab.errors import (
     ChannelNotFoundError,
     ConfigurationError,
     DataRangeError,
+    StorageError,
 )
 from daqlab.events import (
     AcquisitionFailed,
@@ -43,7 +44,7 @@ from daqlab.events import (
     NewData,
     Subscription,
 )
-from daqlab.io import open_recording, save
+from daqlab.io import save
 from daqlab.io._recorder import Recorder
 from daqlab.run import check_metadata, run_attrs
 from daqlab.sources import Source
@@ -143,7 +144,16 @@ def _source_names(sources: Any) -> dict[str, Source]:
     if isinstance(sources, Mapping):
         items = list(sources.items())
     else:
-        seq = [sources] if isinstance(sources, Source) else list(sources)
+        if isinstance(sources, Source):
+            seq = [sources]
+        elif isinstance(sources, Iterable) and not isinstance(sources, (str, bytes)):
+            seq = list(sources)
+        else:
+            raise ConfigurationError(
+                f"sources must be a source, a list of sources or a {{name: source}} dict; got "
+                f"{type(sources).__name__}, which does not follow the daqlab.sources.Source protocol "
+                "(channels, sample_rate, finished, start, read, stop, describe)."
+            )
         items = [(str(getattr(s, "name", "") or f"src{i}"), s) for i, s in enumerate(seq)]
         if len(items) == 1 and not getattr(items[0][1], "name", ""):
             items = [("src", items[0][1])]
@@ -382,19 +392,46 @@ class DataManager:
             ) from exc
 
     def _final_save(self) -> None:
+        """Write everything; every step is tried, and the first failure is raised after."""
+        failures: list[BaseException] = []
+
+        def attempt(step: Callable[[], Path]) -> None:
+            try:
+                out = step()
+                if out not in self.saved:
+                    self.saved.append(out)
+            except Exception as exc:  # keep saving the rest; report below
+                failures.append(exc)
+
         with self._save_lock:
-            for rec in self.recorders.values():
-                path = rec.close(compression=self.config.compression)
-                self.saved.append(path)
+            for n, rec in self.recorders.items():
+                if rec.error is not None:
+                    rec.stop()
+                    failures.append(StorageError(
+                        28, f"recording of source {n!r} failed ({rec.error}); samples before "
+                        f"{rec.saved_upto} are in {rec.folder} (daqlab.open_run opens it), later "
+                        "ones only in memory: use snapshot() or export_dataset() elsewhere."))
+                    continue
+                try:
+                    rec.stop()  # every sample durable in the folder, which datasets may read
+                except Exception as exc:
+                    failures.append(exc)
             for ds in self.datasets.values():
-                self.export_dataset(ds.id)
+                attempt(functools.partial(self._export, ds))
+            for rec in self.recorders.values():
+                if rec.error is None:
+                    attempt(functools.partial(rec.close, compression=self.config.compression))
             if not self.config.record:
-                self.config.output_dir.mkdir(parents=True, exist_ok=True)
                 for n, buf in self.buffers.items():
                     if buf.written:
-                        path = self.config.output_dir / f"{self._started_at}-{self.name}-{n}-{buf.id[:8]}.nc"
-                        self.saved.append(save(buf.latest(), path, overwrite=True,
-                                               compression=self.config.compression))
+                        attempt(functools.partial(self._save_buffer, n, buf))
+        if failures:
+            raise failures[0]
+
+    def _save_buffer(self, name: str, buf: RingBuffer) -> Path:
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config.output_dir / f"{self._started_at}-{self.name}-{name}-{buf.id[:8]}.nc"
+        return save(buf.latest(), path, overwrite=True, compression=self.config.compression)
 
     def __enter__(self) -> DataManager:
         """Start (unless running already); leaving the block stops and saves, also on errors."""
@@ -410,7 +447,7 @@ class DataManager:
             for n, rec in self.recorders.items():
                 rec.flush_through(self.buffers[n].written, timeout=self.config.stop_timeout)
             for ds in list(self.datasets.values()):
-                self.export_dataset(ds.id)
+                self._export(ds)
 
     def _autosave(self) -> None:
         interval = self.config.autosave_interval
@@ -564,11 +601,11 @@ class DataManager:
                     "Use record=True or a longer buffer_seconds to keep them."
                 )
             rec.flush_through(lo, timeout=self.config.stop_timeout)
-            recorded = open_recording(rec.folder, chunks={})
+            recorded = rec.recorded(chunks={})
             upto = min(end, rec.start_index + recorded.sizes["time"])
             parts.append(recorded.isel(time=slice(start - rec.start_index, upto - rec.start_index)))
             start = upto
-        if start < end:
+        if start < end or not parts:
             parts.append(buf.range(start, end - start))
         run = parts[0] if len(parts) == 1 else xr.concat(
             parts, dim="time", data_vars="all", coords="minimal", compat="override",
@@ -586,7 +623,9 @@ class DataManager:
         path: str | Path | None = None,
     ) -> Path:
         """Save the dataset (creation until now) and return the path; announces DatasetSaved."""
-        ds = self._dataset(dataset_id)
+        return self._export(self._dataset(dataset_id), format, path)
+
+    def _export(self, ds: Dataset, format: str = "netcdf", path: str | Path | None = None) -> Path:
         with self._save_lock:
             run = self.dataset_run(ds.id)
             if path is None:

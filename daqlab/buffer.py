@@ -172,7 +172,10 @@ class RingBuffer:
         ``start + k / sample_rate``. Blocks larger than the capacity keep their
         newest ``capacity`` samples.
         """
-        v = np.asarray(values, dtype=np.float64)
+        try:
+            v = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"push takes numeric values; could not convert them to float64: {exc}") from None
         c = len(self.channels)
         if v.ndim == 1 and v.shape[0] == c:
             v = v[:, np.newaxis]
@@ -243,6 +246,8 @@ class RingBuffer:
         t = np.atleast_1d(t)
         if t.shape != (n,):
             raise ShapeError(f"times must have shape ({n},), one per sample; got {t.shape}.")
+        if n and (t == np.iinfo(np.int64).min).any():  # NaT
+            raise ShapeError("times hold NaT; every sample needs a timestamp.")
         if n > 1 and (t[1:] < t[:-1]).any():
             raise ShapeError("times must be non-decreasing within a block; sort the block first.")
         return t.astype(np.int64, copy=False)
@@ -260,11 +265,15 @@ class RingBuffer:
         return q.astype(np.int8, copy=False)
 
     def clear(self) -> None:
-        """Drop every sample held. The write counter goes on; readers skip the dropped span."""
+        """Drop every sample held. The write counter goes on; readers skip the dropped span.
+
+        A reader the writer had lapped before the clear is still told what it lost.
+        """
         with self._cond:
-            self._first = self._written
             for r in list(self._readers):
+                r._account_overrun()
                 r._skip_to(self._written)
+            self._first = self._written
 
     def close(self) -> None:
         """Mark the stream finished: readers drain what is held, then stop waiting."""
@@ -361,28 +370,46 @@ class Reader:
         """Samples written since the cursor (some may be overwritten already)."""
         return self.buffer.written - self.position
 
+    def _account_overrun(self) -> int:
+        """Move a lapped cursor to the oldest sample held and count what it lost.
+
+        Call with the buffer's lock held.
+        """
+        lo = self.buffer._held_span()[0]
+        if self.position >= lo:
+            return 0
+        lapped_to = self.buffer._written - self.buffer.capacity
+        lost = max(0, lapped_to - self.position)  # overwritten unread (not cleared)
+        self.lost += lost
+        self.buffer._overflow += lost
+        self.position += lost
+        self._skip_to(lo)  # the rest of the way was dropped by clear()
+        return lost
+
     def read(self, max_samples: int | None = None) -> Block:
         """Copy out the samples since the last read (at most ``max_samples``); never blocks."""
+        if max_samples is not None and (
+            isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer))
+            or max_samples < 0
+        ):
+            raise ConfigurationError(f"max_samples must be a whole number >= 0 or None; got {max_samples!r}.")
         buf = self.buffer
         with buf._cond:
-            lo, hi = buf._held_span()
-            lost = 0
-            if self.position < lo:
-                lost = lo - self.position
-                self.lost += lost
-                buf._overflow += lost
-                self.position = lo
+            lost = self._account_overrun()
+            hi = buf._written
             n = hi - self.position
             if max_samples is not None:
-                n = min(n, max(0, int(max_samples)))
+                n = min(n, int(max_samples))
             block = buf._copy_out(self.position, n, lost)
             self.position += n
             return block
 
     def skip_to_latest(self, keep: int = 0) -> None:
         """Jump so that the next read returns at most the newest ``keep`` samples (lossy views)."""
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 0:
+            raise ConfigurationError(f"skip_to_latest(keep) takes a whole number >= 0; got {keep!r}.")
         with self.buffer._cond:
-            self._skip_to(max(self.position, self.buffer._written - keep))
+            self._skip_to(max(self.position, self.buffer._written - int(keep)))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until unread samples exist (True) or timeout/closed with nothing left (False)."""

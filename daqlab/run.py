@@ -215,8 +215,9 @@ def flag_quality(
         lo, hi = ch.range_min, ch.range_max
         if math.isnan(lo) and math.isnan(hi):
             continue
-        row = values[i] if calibrated else ch.calibration.apply(values[i])
-        with np.errstate(invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is out of range
+            row = values[i] if calibrated else ch.calibration.apply(values[i])
+        with np.errstate(invalid="ignore", over="ignore"):
             out = np.zeros(row.shape, dtype=bool)
             if not math.isnan(lo):
                 out |= row < lo

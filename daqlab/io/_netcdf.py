@@ -12,7 +12,7 @@ import xarray as xr
 from daqlab._version import __version__
 from daqlab.errors import FormatError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.run import SCHEMA_VERSION, iso_utc, validate
+from daqlab.run import CHANNEL_COORDS, SCHEMA_VERSION, iso_utc, validate
 
 __all__ = ["from_disk", "open_netcdf", "save_netcdf", "to_disk"]
 
@@ -225,6 +225,8 @@ def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
         raise
     if chunks is None:
         ds.close()
+    # per-channel coordinates are tiny: always in memory, names as Python str
+    run = run.assign_coords({name: run[name].load() for name in (*CHANNEL_COORDS, "time")})
     for name in ("channel", "unit"):
         run[name] = run[name].astype(object)
     return validate(run, check_data=False)

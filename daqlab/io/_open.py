@@ -10,7 +10,7 @@ import xarray as xr
 
 from daqlab.errors import FormatError, StorageError
 from daqlab.io._netcdf import open_netcdf, save_netcdf
-from daqlab.io._recorder import is_recording, open_recording
+from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording
 
 __all__ = ["FORMATS", "open_run", "save"]
 
@@ -52,6 +52,9 @@ def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     """Open a saved run; ``chunks`` (as in xarray) gives a lazy dask-backed run."""
     p = Path(path)
     if not p.exists():
+        recording = p.with_suffix(RECORDING_SUFFIX)
+        if is_recording(recording):  # the recorder was killed before it wrote the final file
+            return open_recording(recording, chunks)
         raise StorageError(2, f"{p} does not exist; check the path (cwd is {Path.cwd()}).")
     if is_recording(p):
         return open_recording(p, chunks)

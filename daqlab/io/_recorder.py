@@ -38,7 +38,7 @@ from daqlab.buffer import Block, RingBuffer
 from daqlab.errors import FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
 from daqlab.io._atomic import fsync_dir, temp_name
-from daqlab.io._netcdf import save_netcdf
+from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, assemble_run, flag_quality, validate
 
@@ -147,6 +147,7 @@ class Recorder:
         self.saved_upto = self._reader.position
         """Write index before which every sample is durable on disk."""
         self.start_index = self._reader.position
+        self._next_index = self.start_index
         self.samples_written = 0
         self.gap_samples = 0
         self.error: BaseException | None = None
@@ -184,11 +185,12 @@ class Recorder:
 
     def _take(self) -> None:
         block = self._reader.read(self.max_segment_samples)
-        if len(block) == 0 and block.lost == 0:
+        missing = block.start - self._next_index  # lapped (block.lost) or dropped by clear()
+        if len(block) == 0 and missing == 0:
             return
         with self._lock:
-            if block.lost:
-                gap = self._gap(block)
+            if missing:
+                gap = self._gap(block, missing)
                 self._pending.append(gap)
                 self._pending_n += len(gap)
                 self.gap_samples += len(gap)
@@ -196,9 +198,10 @@ class Recorder:
                 self._pending.append(block)
                 self._pending_n += len(block)
                 self._last_time = int(block.times[-1].view(np.int64))
+            self._next_index = block.stop
 
-    def _gap(self, block: Block) -> Block:
-        n, c = block.lost, len(self.buffer.channels)
+    def _gap(self, block: Block, n: int) -> Block:
+        c = len(self.buffer.channels)
         first_lost = block.start - n
         after = int(block.times[0].view(np.int64)) if len(block) else None
         before = self._last_time
@@ -279,6 +282,9 @@ class Recorder:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Write every sample pushed so far, then end the thread."""
+        if self._stop.is_set() and (self._thread is None or not self._thread.is_alive()) \
+                and self._reader.available <= 0:
+            return  # stopped already
         self._stop.set()
         t = self._thread
         if t is not None:
@@ -294,6 +300,12 @@ class Recorder:
                     break
             self.flush()
         self._reader.close()
+
+    def recorded(self, chunks: Any = None) -> xr.Dataset:
+        """What is durable so far, as a run: the folder while recording, the file after."""
+        if is_recording(self.folder):
+            return open_recording(self.folder, chunks)
+        return open_netcdf(self.path, chunks)
 
     def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
         """Stop, then turn the folder into the final run file (unless ``consolidate=False``)."""
@@ -382,6 +394,10 @@ def consolidate_recording(folder: Path, path: Path, *, compression: bool = False
     # synchronous: this also runs at interpreter exit, when dask's thread pool is gone
     with dask.config.set(scheduler="synchronous"):
         save_netcdf(run, path, compression=compression)
-    shutil.rmtree(folder)
+    # hide the folder first (one atomic rename), so a crash while deleting it never
+    # leaves a visible, partly deleted recording beside the complete file
+    trash = temp_name(folder)
+    os.replace(folder, trash)
     fsync_dir(folder.parent)
+    shutil.rmtree(trash)
     return path

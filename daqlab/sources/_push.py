@@ -113,6 +113,9 @@ class Push:
                 )
             if times is None:
                 t = sample_times(self._t0_ns, self._fed, n, self._rate).view(np.int64)
+                if n and self._last_time is not None and t[0] < self._last_time:
+                    # timed feeds ran ahead of the nominal clock: continue after the last one
+                    t = sample_times(self._last_time, 1, n, self._rate).view(np.int64)
             else:
                 t = np.asarray(times)
                 t = (t.astype("datetime64[ns]").view(np.int64) if t.dtype.kind == "M"

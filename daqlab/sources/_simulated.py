@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
-import scipy.signal
 from numpy.typing import NDArray
 
 from daqlab.errors import ConfigurationError, SourceError
@@ -79,6 +78,8 @@ class Square:
         return float(self.frequency)
 
     def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        import scipy.signal  # here, not at import: it costs ~1 s and daqlab imports light
+
         wave = scipy.signal.square(2 * np.pi * self.frequency * t, duty=self.duty)
         return self.amplitude * np.asarray(wave, dtype=np.float64) + self.offset
 
@@ -103,6 +104,8 @@ class Chirp:
         return float(max(self.f0, self.f1))
 
     def generate(self, t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+        import scipy.signal
+
         tm = np.mod(t, self.period)
         wave = scipy.signal.chirp(tm, f0=self.f0, t1=self.period, f1=self.f1, method="linear")
         return self.amplitude * np.asarray(wave, dtype=np.float64)

@@ -1,0 +1,260 @@
+"""Crash safety: SIGKILL at random moments, and a disk that fills up while recording.
+
+A recording process is killed at a random instant (seeded); what it leaves on
+disk must open with ``daqlab.open_run`` and hold every sample it announced as
+saved and all data older than one second before the kill, exactly as the
+seeded source produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import daqlab as dl
+from tests.helpers import wait_for
+
+RATE = 10_000.0
+CHANNELS = 4
+
+RECORDER = f"""
+import sys, time
+import daqlab as dl
+out, stop_after = sys.argv[1], float(sys.argv[2])
+src = dl.sources.Simulated({CHANNELS}, {RATE}, seed=7)
+dm = dl.DataManager(src, name="k", output_dir=out, autosave_interval=None,
+                    flush_interval=0.2, handle_sigint=False)
+def announce(ev):
+    if isinstance(ev, dl.events.Recorded):
+        print("saved", ev.upto, flush=True)
+dm.subscribe(announce, kinds=dl.events.Recorded)
+dm.start()
+print("started", flush=True)
+t0 = time.monotonic()
+while stop_after < 0 or time.monotonic() - t0 < stop_after:
+    time.sleep(0.01)
+print("stopping", flush=True)
+dm.stop()
+print("stopped", flush=True)
+"""
+
+
+def _expected(n: int) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
+    src = dl.sources.Simulated(CHANNELS, RATE, seed=7, paced=False, block_size=100_000,
+                               duration=n / RATE)
+    src.start()
+    blocks = []
+    while not src.finished:
+        b = src.read(timeout=1.0)
+        assert b is not None
+        blocks.append(b.values)
+    return np.concatenate(blocks, axis=1)
+
+
+def _kill_once(tmp: Path, delay: float, stop_after: float) -> tuple[int, float, Path]:
+    """Run the recorder, SIGKILL it ``delay`` s after its first durable segment.
+
+    Returns what was announced as saved before the kill, and the moment after
+    which no data may be missing (the kill, or the start of stop() if earlier).
+    """
+    out = tmp / "out"
+    script = tmp / "rec.py"
+    script.write_text(textwrap.dedent(RECORDER))
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(stop_after)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    announced = 0
+    stopping_at = float("inf")
+    first_saved = threading.Event()
+
+    def reader() -> None:
+        nonlocal announced, stopping_at
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("saved"):
+                announced = max(announced, int(line.split()[1]))
+                first_saved.set()
+            elif line.startswith("stopping"):
+                stopping_at = time.time()  # acquisition ends here: nothing newer exists
+
+    t = threading.Thread(target=reader, name="daqlab-test-crash-reader", daemon=True)
+    t.start()
+    try:
+        if not first_saved.wait(timeout=60):
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"recorder never saved anything:\n{err}")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        seen = announced  # what was announced before the kill
+        kill_time = time.time()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        t.join(timeout=10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return seen, min(kill_time, stopping_at), out
+
+
+def _check_left_over(out: Path, announced: int, kill_time: float) -> int:
+    finals = [p for p in out.iterdir() if p.suffix == ".nc" and not p.name.startswith(".")]
+    folders = [p for p in out.iterdir() if p.suffix == ".daqrec" and not p.name.startswith(".")]
+    assert finals or folders, f"nothing left in {out}: {list(out.iterdir())}"
+    path = finals[0] if finals else folders[0]
+    run = dl.open_run(path)
+    dl.validate(run)
+    n = run.sizes["time"]
+    assert n >= announced, f"{path.name}: {n} samples, but {announced} were announced as saved"
+    if n:
+        last = run.time.values[-1].astype("datetime64[ns]").astype(np.int64) / 1e9
+        assert last >= kill_time - 1.0, f"lost more than 1 s: last sample {kill_time - last:.3f} s old"
+        steps = np.diff(run.time.values.view(np.int64))
+        assert (steps == int(1e9 / RATE)).all(), "samples missing or repeated"
+        np.testing.assert_array_equal(run.value.values, _expected(n))
+        assert (run.quality.values == dl.Quality.GOOD).all()
+    # the final name is whole or absent: a file under it always opens completely
+    return n
+
+
+KILLS = [pytest.param(seed, id=f"kill-{seed}") for seed in range(12)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", KILLS)
+def test_sigkill_at_a_random_moment_loses_nothing_announced(tmp_path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # a third of the kills land around stop(): during the final flush and consolidation
+    stop_after = float(rng.uniform(0.3, 1.0)) if seed % 3 == 2 else -1.0
+    delay = float(rng.uniform(0.0, 1.5))
+    announced, kill_time, out = _kill_once(tmp_path, delay, stop_after)
+    _check_left_over(out, announced, kill_time)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_many_kills_soak(tmp_path: Path) -> None:
+    """200 kills: run with ``python3 dev.py test -m slow``."""
+    rng = np.random.default_rng(1234)
+    for i in range(200):
+        sub = tmp_path / f"k{i}"
+        sub.mkdir()
+        stop_after = float(rng.uniform(0.3, 1.0)) if i % 3 == 2 else -1.0
+        announced, kill_time, out = _kill_once(sub, float(rng.uniform(0, 1.5)), stop_after)
+        _check_left_over(out, announced, kill_time)
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (needs root, as in CI)."""
+    where.mkdir()
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the full-disk tests need root to mount a tmpfs")
+        pytest.skip("the full-disk tests need root to mount a tmpfs")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"cannot mount a tmpfs: {proc.stderr}"
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.timeout(120)
+def test_disk_full_while_recording(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "small", "3m") as disk:
+        src = dl.sources.Simulated(8, 50_000.0, seed=3)
+        dm = dl.DataManager(src, name="full", output_dir=disk, autosave_interval=None,
+                            flush_interval=0.1, handle_sigint=False)
+        events = dm.subscribe(kinds=(dl.events.RecordingFailed, dl.events.Recorded), maxsize=10_000)
+        dm.start()
+        failed = None
+        announced = 0
+        deadline = time.monotonic() + 60
+        while failed is None:
+            ev = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert ev is not None, "the disk never filled up"
+            if isinstance(ev, dl.events.Recorded):
+                announced = ev.upto
+            elif isinstance(ev, dl.events.RecordingFailed):
+                failed = ev
+        assert "No space" in str(failed.error) or "space" in str(failed.error).lower()
+        at_failure = dm.buffers["src"].written
+        wait_for(lambda: dm.buffers["src"].written > at_failure + 10_000, 10,
+                 "acquisition to go on after the disk filled up")
+        with pytest.raises(dl.StorageError, match="recording of source 'src' failed"):
+            dm.stop()
+        assert dm.snapshot().sizes["time"] > 0  # the ring still holds the latest data
+        names = [p.name for p in disk.iterdir()]
+        assert not [n for n in names if n.endswith(".nc")], f"a file under the final name: {names}"
+        folder = next(disk.glob("*.daqrec"))
+        run = dl.open_run(folder)
+        assert run.sizes["time"] >= announced > 0
+        np.testing.assert_array_equal(np.diff(run.time.values.view(np.int64)), 20_000)
+
+
+@pytest.mark.timeout(120)
+def test_save_on_a_full_disk_keeps_the_old_file(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "small", "2m") as disk:
+        small = dl.make_run(np.ones((1, 10)), ["a"], sample_rate=1.0, start="2026-01-01")
+        path = dl.save(small, disk / "run.nc")
+        big = dl.make_run(np.random.default_rng(0).normal(size=(4, 200_000)), 4, sample_rate=1e3,
+                          start="2026-01-01")
+        with pytest.raises(dl.StorageError, match=r"could not write .*run\.nc.*Nothing was written"):
+            dl.save(big, path, overwrite=True)
+        back = dl.open_run(path)  # the old file is intact, not a half-written new one
+        np.testing.assert_array_equal(back.value.values, small.value.values)
+        assert sorted(p.name for p in disk.iterdir()) == ["run.nc"], "temporary files left behind"
+        with pytest.raises(dl.StorageError):
+            dl.save(big, disk / "other.nc")
+        assert sorted(p.name for p in disk.iterdir()) == ["run.nc"]
+
+
+def test_recording_folder_vanishing_is_an_error_event(tmp_path: Path) -> None:
+    import shutil
+
+    src = dl.sources.Simulated(2, 10_000.0, seed=1)
+    dm = dl.DataManager(src, name="gone", output_dir=tmp_path, autosave_interval=None,
+                        flush_interval=0.05, handle_sigint=False)
+    events = dm.subscribe(kinds=(dl.events.RecordingFailed, dl.events.Recorded), maxsize=10_000)
+    dm.start()
+    ev = events.get(timeout=30)
+    assert isinstance(ev, dl.events.Recorded)
+    shutil.rmtree(dm.recorders["src"].folder)
+    while not isinstance(ev, dl.events.RecordingFailed):
+        ev = events.get(timeout=30)
+        assert ev is not None, "no RecordingFailed event after the folder vanished"
+    at = dm.buffers["src"].written
+    wait_for(lambda: dm.buffers["src"].written > at, 10, "acquisition to go on")
+    with pytest.raises(dl.StorageError):
+        dm.stop()
+    assert dm.snapshot().sizes["time"] > 0
+
+
+def test_open_run_of_the_final_name_finds_the_recording_after_a_crash(tmp_path: Path) -> None:
+    buf = dl.RingBuffer(2, 1000, 100.0, start="2026-01-01")
+    rec = dl.Recorder(buf, tmp_path / "r.nc", flush_interval=0.05)
+    rec.start()
+    buf.push(np.ones((2, 50)))
+    rec.stop()  # as if killed before consolidation: only the folder exists
+    assert not (tmp_path / "r.nc").exists()
+    run = dl.open_run(tmp_path / "r.nc")
+    assert run.sizes["time"] == 50

@@ -1,0 +1,548 @@
+"""Replay and Push sources: exact values, re-stamping, pacing with a fake clock, feeding from threads."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+from numpy.typing import NDArray
+
+import daqlab as dl
+from daqlab.sources import Push, Replay, Samples
+from tests.helpers import daqlab_threads, wait_for
+
+T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.UTC)
+T0_NS = np.datetime64("2024-03-01T08:00:00", "ns")
+ORIGINAL_START = "2023-06-01T00:00:00"
+
+
+def wall_clock() -> dt.datetime:
+    return T0
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to or when slept on."""
+
+    def __init__(self, now: float = 50.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0.0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def original_run(n: int = 1000, rate: float = 1000.0, *, irregular: bool = False,
+                 calibrated_channels: bool = False) -> xr.Dataset:
+    """Three channels with NaN, out-of-range values and every quality flag."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((3, n))
+    quality = np.zeros((3, n), np.int8)
+    if n > 60:
+        values[0, 10] = np.nan
+        values[1, 20] = np.inf
+        values[2, 30] = 50.0  # out of range: SUSPECT
+        quality[0, 40:45] = dl.Quality.INTERPOLATED
+        quality[1, 50] = dl.Quality.SUSPECT
+        quality[2, 60] = dl.Quality.BAD
+    cal = dl.Calibration(2.0, 1.0, np.datetime64("2023-01-01")) if calibrated_channels else dl.Calibration()
+    channels = [
+        dl.Channel("a", "V", calibration=cal),
+        dl.Channel("b", "V"),
+        dl.Channel("c", "degC", range=(-10.0, 10.0)),
+    ]
+    kw: dict[str, Any] = {}
+    if irregular:
+        steps = rng.integers(500_000, 1_500_000, size=n - 1)  # 0.5 .. 1.5 ms
+        t = np.datetime64(ORIGINAL_START, "ns") + np.concatenate([[0], np.cumsum(steps)]).astype(
+            "timedelta64[ns]")
+        kw["times"] = t
+    else:
+        kw["start"] = ORIGINAL_START
+    return dl.make_run(values, channels, sample_rate=rate, quality=quality, name="orig", **kw)
+
+
+def drain(src: Replay, max_reads: int = 100_000) -> tuple[NDArray[np.float64], NDArray[np.int8],
+                                                            NDArray[np.datetime64]]:
+    values, quality, times = [], [], []
+    for _ in range(max_reads):
+        if src.finished:
+            break
+        block = src.read(timeout=0.0)
+        assert block is not None
+        values.append(block.values)
+        quality.append(block.quality if block.quality is not None
+                       else np.zeros_like(block.values, np.int8))
+        times.append(block.times)
+    assert src.finished
+    assert src.read(timeout=0.0) is None
+    return (np.concatenate(values, axis=1), np.concatenate(quality, axis=1),
+            np.concatenate(times))
+
+
+def restamped(run: xr.Dataset) -> NDArray[np.datetime64]:
+    t = run.time.values
+    out: NDArray[np.datetime64] = T0_NS + (t - t[0])
+    return out
+
+
+# --------------------------------------------------------------------------- Replay, as fast as possible
+
+
+@pytest.mark.parametrize("irregular", [False, True], ids=["even", "irregular"])
+@pytest.mark.parametrize("from_path", [False, True], ids=["run", "nc-file"])
+def test_replay_gives_back_exactly_the_run(tmp_path: Path, from_path: bool, irregular: bool) -> None:
+    run = original_run(irregular=irregular)
+    arg: Any = run
+    if from_path:
+        arg = dl.save(run, tmp_path / "orig.nc")
+    src = Replay(arg, speed=None, block_size=137, wall_clock=wall_clock)
+    assert [c.name for c in src.channels] == ["a", "b", "c"]
+    assert src.sample_rate == 1000.0
+    assert not src.finished
+    src.start()
+    values, quality, times = drain(src)
+    np.testing.assert_array_equal(values, run.value.values)  # NaN and inf in place
+    np.testing.assert_array_equal(quality, run.quality.values)
+    assert quality[0, 10] == dl.Quality.BAD
+    assert quality[2, 30] == dl.Quality.SUSPECT
+    assert times.dtype == np.dtype("datetime64[ns]")
+    np.testing.assert_array_equal(times, restamped(run))
+    assert times[0] == T0_NS
+
+
+def test_replay_blocks_have_the_asked_size() -> None:
+    src = Replay(original_run(n=100), speed=None, block_size=30, wall_clock=wall_clock)
+    src.start()
+    sizes = []
+    while not src.finished:
+        block = src.read(timeout=0.0)
+        assert block is not None
+        sizes.append(len(block))
+    assert sizes == [30, 30, 30, 10]
+
+
+def test_a_calibrated_run_replays_raw(tmp_path: Path) -> None:
+    raw = original_run(calibrated_channels=True)
+    cal = dl.calibrate(raw)
+    assert cal.attrs["calibrated"]
+    for arg in (cal, dl.save(cal, tmp_path / "cal.nc")):
+        src = Replay(arg, speed=None, block_size=100, wall_clock=wall_clock)
+        src.start()
+        values, _, _ = drain(src)
+        np.testing.assert_array_equal(values, raw.value.values)
+        assert src.channels[0].calibration.slope == 2.0
+        assert src.channels[0].calibration.offset == 1.0
+
+
+def test_replay_describes_itself() -> None:
+    run = original_run(n=10)
+    d = Replay(run, speed=3.0, loop=True).describe()
+    assert d["type"] == "daqlab.sources.Replay"
+    assert d["speed"] == 3.0
+    assert d["loop"] is True
+    assert d["original_id"] == run.attrs["id"]
+    assert d["channels"] == ["a", "b", "c"]
+
+
+def test_read_before_start_and_double_start_raise() -> None:
+    src = Replay(original_run(n=10), speed=None)
+    with pytest.raises(dl.SourceError, match="start"):
+        src.read(timeout=0.0)
+    src.start()
+    with pytest.raises(dl.SourceError, match="started already"):
+        src.start()
+
+
+def test_stop_ends_a_replay() -> None:
+    src = Replay(original_run(n=100), speed=None, block_size=10)
+    src.start()
+    assert src.read(timeout=0.0) is not None
+    src.stop()
+    assert src.read(timeout=0.0) is None
+
+
+# --------------------------------------------------------------------------- paced replay
+
+
+@pytest.mark.parametrize("speed", [1.0, 2.5, 0.5], ids=["real-time", "faster", "slower"])
+def test_paced_replay_follows_the_fake_clock_at_speed(speed: float) -> None:
+    run = original_run(n=500)  # 0.5 s at 1 kHz
+    fc = FakeClock()
+    src = Replay(run, speed=speed, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
+                 block_duration=0.01)
+    src.start()
+    start = fc.now
+    rel = (run.time.values - run.time.values[0]).astype(np.int64)
+    got_values, got_times = [], []
+    delivered = 0
+    step = 0.0037  # fake seconds between reads: due samples grow by < max block each time
+    while not src.finished:
+        fc.advance(step)
+        block = src.read(timeout=0.0)
+        if block is not None:
+            got_values.append(block.values)
+            got_times.append(block.times)
+            delivered += len(block)
+        elapsed_run_ns = (fc.now - start) * speed * 1e9
+        due = min(len(rel), int(np.searchsorted(rel, elapsed_run_ns, side="right")))
+        # never ahead of (fake) time, never behind by more than rounding at the boundary
+        assert due - 1 <= delivered <= due, (fc.now - start, delivered, due)
+        assert fc.now - start < 10.0 / speed, "replay did not finish"
+    assert fc.sleeps == [] or all(s == 0.0 for s in fc.sleeps), "read(timeout=0) must not sleep"
+    np.testing.assert_array_equal(np.concatenate(got_values, axis=1), run.value.values)
+    np.testing.assert_array_equal(np.concatenate(got_times), restamped(run))
+    # it finished at the fake moment the last sample was due
+    assert (fc.now - start) * speed == pytest.approx(rel[-1] / 1e9, abs=step * speed + 1e-9)
+
+
+def test_a_paced_read_sleeps_on_the_injected_sleep_until_a_block_is_due() -> None:
+    run = original_run(n=500)
+    fc = FakeClock()
+    src = Replay(run, speed=2.0, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
+                 block_duration=0.01)  # 10 samples a block at 1 kHz
+    src.start()
+    start = fc.now
+    block = src.read(timeout=1.0)
+    assert block is not None
+    assert len(block) == 10
+    # sample 9 is at 9 ms of the run: due after 4.5 ms at speed 2
+    assert fc.sleeps == [pytest.approx(0.0045)]
+    assert fc.now - start == pytest.approx(0.0045)
+    np.testing.assert_array_equal(block.values, run.value.values[:, :10])
+    # a timeout shorter than the wait: sleeps only that long and returns what is due
+    block = src.read(timeout=0.001)
+    assert fc.sleeps[-1] == pytest.approx(0.001)
+    assert block is None or len(block) < 10
+
+
+def test_paced_replay_catches_up_in_bounded_blocks() -> None:
+    run = original_run(n=1000)
+    fc = FakeClock()
+    src = Replay(run, speed=1.0, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
+                 block_duration=0.01)
+    src.start()
+    fc.advance(0.5)  # 501 samples due
+    sizes = []
+    while (block := src.read(timeout=0.0)) is not None:
+        sizes.append(len(block))
+    assert sum(sizes) == 501
+    assert max(sizes) == 100  # ten times the 10-sample block
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def test_loop_replays_past_the_end_with_continuous_timestamps() -> None:
+    run = original_run(n=100)
+    src = Replay(run, speed=None, loop=True, block_size=70, wall_clock=wall_clock)
+    src.start()
+    blocks = [src.read(timeout=0.0) for _ in range(5)]  # 350 samples: 3.5 loops
+    assert not src.finished
+    assert all(b is not None and len(b) == 70 for b in blocks)
+    values = np.concatenate([b.values for b in blocks if b is not None], axis=1)
+    times = np.concatenate([b.times for b in blocks if b is not None])
+    orig = run.value.values
+    np.testing.assert_array_equal(values, np.concatenate([orig, orig, orig, orig[:, :50]], axis=1))
+    dt_ns = np.diff(times.astype(np.int64))
+    assert (dt_ns == 1_000_000).all(), "timestamps must stay evenly spaced across loop boundaries"
+    assert times[0] == T0_NS
+    assert times[-1] == T0_NS + np.timedelta64(349, "ms")
+
+
+def test_paced_loop_continues_with_the_fake_clock() -> None:
+    run = original_run(n=50)  # 50 ms per loop
+    fc = FakeClock()
+    src = Replay(run, speed=1.0, loop=True, clock=fc, sleep=fc.sleep, wall_clock=wall_clock)
+    src.start()
+    total: list[Samples] = []
+    while sum(len(b) for b in total) < 180:
+        fc.advance(0.003)
+        block = src.read(timeout=0.0)
+        if block is not None:
+            total.append(block)
+    times = np.concatenate([b.times for b in total])
+    assert (np.diff(times.astype(np.int64)) == 1_000_000).all()
+    assert not src.finished
+
+
+# --------------------------------------------------------------------------- refused
+
+
+@pytest.mark.parametrize(
+    "speed",
+    [0, 0.0, -1.0, float("nan"), float("inf"), True, "fast"],
+    ids=["zero-int", "zero", "negative", "nan", "inf", "bool", "str"],
+)
+def test_bad_speed_is_refused(speed: Any) -> None:
+    with pytest.raises(dl.ConfigurationError, match="speed"):
+        Replay(original_run(n=10), speed=speed)
+
+
+def test_an_empty_run_is_refused(tmp_path: Path) -> None:
+    # (dl.empty_run(...) itself currently fails: make_run(times=[]) rejects an empty list)
+    empty = dl.make_run(np.empty((2, 0)), ["a", "b"], sample_rate=100.0, start=ORIGINAL_START)
+    with pytest.raises(dl.ConfigurationError, match="no samples"):
+        Replay(empty)
+    path = dl.save(empty, tmp_path / "empty.nc")
+    with pytest.raises(dl.ConfigurationError, match="no samples"):
+        Replay(path)
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(dl.DaqlabError):
+        Replay(tmp_path / "nope.nc")
+
+
+# --------------------------------------------------------------------------- Replay under a DataManager
+
+
+def test_a_manager_over_a_replay_records_the_original(tmp_path: Path) -> None:
+    run = original_run(n=3000)
+    src = Replay(run, speed=None, block_size=256)
+    dm = dl.DataManager(src, output_dir=tmp_path, record=True, autosave_interval=None,
+                        handle_sigint=False, flush_interval=0.05)
+    with dm:
+        assert dm.wait(timeout=20.0)
+    assert dm.buffers["src"].written == 3000
+    rec_files = [p for p in dm.saved if p.suffix == ".nc"]
+    assert len(rec_files) == 1
+    recorded = dl.open_run(rec_files[0])
+    np.testing.assert_array_equal(recorded.value.values, run.value.values)
+    np.testing.assert_array_equal(recorded.quality.values, run.quality.values)
+    np.testing.assert_array_equal(
+        np.diff(recorded.time.values.astype(np.int64)), np.diff(run.time.values.astype(np.int64)))
+    assert list(recorded.channel.values) == ["a", "b", "c"]
+    assert recorded.attrs["metadata"]["source"]["type"] == "daqlab.sources.Replay"
+    snap = dm.snapshot()
+    np.testing.assert_array_equal(snap.value.values, run.value.values)
+    np.testing.assert_array_equal(snap.quality.values, run.quality.values)
+
+
+# --------------------------------------------------------------------------- Push
+
+
+def push_manager(src: Push, tmp_path: Path, **kw: Any) -> dl.DataManager:
+    kw.setdefault("record", False)
+    kw.setdefault("autosave_interval", None)
+    kw.setdefault("handle_sigint", False)
+    return dl.DataManager(src, output_dir=tmp_path, **kw)
+
+
+def test_feed_before_start_raises() -> None:
+    src = Push(["x", "y"], 100.0)
+    with pytest.raises(dl.SourceError, match="start"):
+        src.feed(np.zeros((2, 3)))
+
+
+def test_feed_checks_shapes() -> None:
+    src = Push(["x", "y"], 100.0)
+    src.start()
+    with pytest.raises(dl.ShapeError):
+        src.feed(np.zeros((3, 4)))
+    with pytest.raises(dl.ShapeError):
+        src.feed(np.zeros((2, 4)), times=np.arange(3))
+    src.feed([1.0, 2.0])  # one sample (channels,)
+    block = src.read(timeout=0.0)
+    assert block is not None
+    assert block.values.tolist() == [[1.0], [2.0]]
+
+
+def test_a_full_queue_refuses_the_whole_block_and_counts_it() -> None:
+    src = Push(["x"], 1000.0, max_pending=100, wall_clock=wall_clock)
+    src.start()
+    src.feed(np.arange(80.0)[np.newaxis])
+    with pytest.raises(dl.SourceError, match="queue full"):
+        src.feed(np.arange(30.0)[np.newaxis])
+    assert src.refused == 30
+    src.feed(np.arange(20.0)[np.newaxis])  # exactly fills the queue
+    with pytest.raises(dl.SourceError, match="queue full"):
+        src.feed(np.zeros((1, 1)))
+    assert src.refused == 31
+    block = src.read(timeout=0.0)
+    assert block is not None
+    assert len(block) == 100
+    np.testing.assert_array_equal(block.values[0], np.concatenate([np.arange(80.0), np.arange(20.0)]))
+    # the timestamps of refused blocks were not used up
+    np.testing.assert_array_equal(block.times, T0_NS + np.arange(100) * np.timedelta64(1, "ms"))
+    src.feed(np.zeros((1, 50)))  # room again
+    assert src.refused == 31
+
+
+def test_times_going_backwards_raise() -> None:
+    src = Push(["x"], 1000.0)
+    src.start()
+    t = np.datetime64("2024-01-01T00:00:01", "ns")
+    src.feed([[1.0, 2.0]], times=[t, t + np.timedelta64(1, "ms")])
+    with pytest.raises(dl.ShapeError, match="non-decreasing"):
+        src.feed([[3.0]], times=[t])  # before the last sample fed
+    with pytest.raises(dl.ShapeError, match="non-decreasing"):
+        src.feed([[3.0, 4.0]], times=[t + np.timedelta64(9, "ms"), t + np.timedelta64(5, "ms")])
+    src.feed([[5.0]], times=[t + np.timedelta64(1, "ms")])  # equal is allowed
+    block = src.read(timeout=0.0)
+    assert block is not None
+    assert block.values.tolist() == [[1.0, 2.0, 5.0]]
+
+
+def test_untimed_feeds_after_timed_ones_never_kill_acquisition(tmp_path: Path) -> None:
+    """A driver that stamps some blocks itself and leaves others to the source.
+
+    ``feed`` must either refuse the untimed block (ShapeError, so the driver knows)
+    or stamp it after the last time fed; what it accepted must not make the
+    acquisition thread fail later.
+    """
+    src = Push(["x"], 1000.0)
+    dm = push_manager(src, tmp_path)
+    ahead = np.datetime64("2100-01-01T00:00:00", "ns")
+    dm.start()
+    src.feed([[1.0, 2.0]], times=[ahead, ahead + np.timedelta64(1, "ms")])
+    try:
+        src.feed([[3.0]])  # no times: t0 + k / rate would go back before 2100
+        accepted = 3
+    except dl.ShapeError:
+        accepted = 2
+    wait_for(lambda: dm.buffers["src"].written == accepted or bool(dm.errors), timeout=5.0,
+             what="the fed samples to arrive")
+    errors = dict(dm.errors)
+    with contextlib.suppress(dl.AcquisitionError):  # reported just below
+        dm.stop()
+    assert errors == {}, f"a block feed() accepted killed the acquisition: {errors}"
+    snap = dm.snapshot()
+    assert snap.value.values[0].tolist() == [1.0, 2.0, 3.0][:accepted]
+    assert (np.diff(snap.time.values.astype(np.int64)) >= 0).all()
+
+
+def test_quality_fed_is_kept() -> None:
+    src = Push(["x", "y"], 10.0)
+    src.start()
+    src.feed(np.ones((2, 3)), quality=[[0, 1, 2], [3, 0, 0]])
+    src.feed(np.ones((2, 2)))
+    block = src.read(timeout=0.0)
+    assert block is not None
+    assert block.quality is not None
+    assert block.quality.tolist() == [[0, 1, 2, 0, 0], [3, 0, 0, 0, 0]]
+    with pytest.raises(dl.ShapeError, match="quality"):
+        src.feed(np.ones((2, 1)), quality=[[7], [0]])
+
+
+def test_close_makes_a_push_source_finish(tmp_path: Path) -> None:
+    src = Push(["x"], 1000.0)
+    dm = push_manager(src, tmp_path)
+    with dm:
+        src.feed(np.arange(10.0)[np.newaxis])
+        assert not dm.wait(timeout=0.05)
+        src.close()
+        assert dm.wait(timeout=5.0), "a closed Push source must finish once drained"
+        assert src.finished
+        with pytest.raises(dl.SourceError, match="closed"):
+            src.feed(np.zeros((1, 1)))
+    assert dm.buffers["src"].written == 10
+
+
+N_FEEDERS = 4
+BLOCKS_PER_FEEDER = 150
+BLOCK = 40
+
+
+def test_feeding_from_four_threads_delivers_every_sample_exactly_once(tmp_path: Path) -> None:
+    total = N_FEEDERS * BLOCKS_PER_FEEDER * BLOCK
+    src = Push(["c0", "c1", "c2"], 10_000.0, max_pending=total)
+    dm = push_manager(src, tmp_path, buffer_samples=total)
+    go = threading.Event()
+    errors: list[BaseException] = []
+
+    def feeder(i: int) -> None:
+        try:
+            go.wait(10.0)
+            for b in range(BLOCKS_PER_FEEDER):
+                ids = (i * BLOCKS_PER_FEEDER + b) * BLOCK + np.arange(BLOCK, dtype=np.float64)
+                # every channel row holds the same ids, offset by the channel: blocks stay consistent
+                src.feed(np.stack([ids, ids + 0.1, ids + 0.2]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with dm:
+        threads = [threading.Thread(target=feeder, args=(i,), name=f"daqlab-test-feed-{i}")
+                   for i in range(N_FEEDERS)]
+        for t in threads:
+            t.start()
+        go.set()
+        for t in threads:
+            t.join(20.0)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        src.close()
+        assert dm.wait(timeout=10.0)
+    snap = dm.snapshot()
+    v = snap.value.values
+    assert v.shape == (3, total)
+    # exactly once: every id appears once, and the rows agree sample by sample
+    np.testing.assert_array_equal(np.sort(v[0]), np.arange(total, dtype=np.float64))
+    np.testing.assert_allclose(v[1], v[0] + 0.1)
+    np.testing.assert_allclose(v[2], v[0] + 0.2)
+    # each feeder's blocks arrive whole and in its own order
+    for i in range(N_FEEDERS):
+        mine = v[0][(v[0] >= i * BLOCKS_PER_FEEDER * BLOCK) & (v[0] < (i + 1) * BLOCKS_PER_FEEDER * BLOCK)]
+        assert (np.diff(mine) > 0).all()
+    # stamped in feed order: evenly spaced at 1/rate
+    assert (np.diff(snap.time.values.astype(np.int64)) == 100_000).all()
+    assert (snap.quality.values == 0).all()
+    assert dm.buffers["src"].overflow_count == 0
+
+
+def test_samples_still_queued_at_stop_are_kept(tmp_path: Path) -> None:
+    src = Push(["x", "y"], 1000.0)
+    dm = push_manager(src, tmp_path)
+    dm.start()
+    fed = 0
+    for k in range(20):
+        src.feed(np.full((2, 25), float(k)))
+        fed += 25
+    dm.stop()  # right after feeding: part of it may still wait in the queue
+    snap = dm.snapshot()
+    assert snap.sizes["time"] == fed
+    np.testing.assert_array_equal(snap.value.values[0], np.repeat(np.arange(20.0), 25))
+    assert not [t for t in daqlab_threads() if t.name.startswith("daqlab-acq")]
+
+
+def test_push_times_are_stamped_from_start() -> None:
+    src = Push(["x"], 4.0, wall_clock=wall_clock)
+    src.start()
+    src.feed(np.zeros((1, 3)))
+    src.feed(np.zeros((1, 2)))
+    block = src.read(timeout=0.0)
+    assert block is not None
+    np.testing.assert_array_equal(
+        block.times, T0_NS + np.arange(5) * np.timedelta64(250, "ms"))
+
+
+def test_a_read_waits_for_a_feed_from_another_thread() -> None:
+    src = Push(["x"], 100.0)
+    src.start()
+    fed = threading.Event()
+
+    def later() -> None:
+        fed.wait(5.0)
+        src.feed([[1.0]])
+
+    t = threading.Thread(target=later, name="daqlab-test-later")
+    t.start()
+    fed.set()
+    block = src.read(timeout=5.0)
+    t.join(5.0)
+    assert block is not None
+    assert block.values.tolist() == [[1.0]]
+    wait_for(lambda: not t.is_alive(), timeout=5.0)
