@@ -32,6 +32,10 @@ from daqlab.run import (
 
 __all__ = ["Block", "Reader", "RingBuffer"]
 
+_F8 = np.dtype(np.float64)
+_NS = np.dtype("datetime64[ns]")
+_NAT = np.iinfo(np.int64).min
+
 
 @dataclass(frozen=True, eq=False)
 class Block:
@@ -103,7 +107,7 @@ class RingBuffer:
             )
         self.capacity = int(capacity)
         self.sample_rate = check_sample_rate(sample_rate)
-        c = len(self.channels)
+        c = self._c = len(self.channels)
         self._values = np.zeros((c, self.capacity), dtype=np.float64)
         self._quality = np.zeros((c, self.capacity), dtype=np.int8)
         self._times = np.zeros(self.capacity, dtype=np.int64)
@@ -172,19 +176,9 @@ class RingBuffer:
         ``start + k / sample_rate``. Blocks larger than the capacity keep their
         newest ``capacity`` samples.
         """
-        try:
-            v = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ShapeError(f"push takes numeric values; could not convert them to float64: {exc}") from None
-        c = len(self.channels)
-        if v.ndim == 1 and v.shape[0] == c:
-            v = v[:, np.newaxis]
-        if v.ndim != 2 or v.shape[0] != c:
-            raise ShapeError(
-                f"push takes (channels,) for one sample or (channels, n) for a block, with "
-                f"{c} channel(s); got shape {v.shape}."
-                + (" It looks transposed: pass values.T." if v.ndim == 2 and v.shape[1] == c else "")
-            )
+        v = values if type(values) is np.ndarray and values.dtype == _F8 else self._as_values(values)
+        if v.ndim != 2 or v.shape[0] != self._c:
+            v = self._reshape_values(v)
         n = v.shape[1]
         t = None if times is None else self._check_times(times, n)
         q = None if quality is None else self._check_quality(quality, v.shape)
@@ -193,16 +187,7 @@ class RingBuffer:
         with self._cond:
             w = self._written
             if t is None:
-                if self._start_ns is None:
-                    self._start_ns = time.time_ns()
-                    self._auto_base = w
-                t = sample_times(self._start_ns, w - self._auto_base, n, self.sample_rate).view(
-                    np.int64
-                )
-                if self._last_time is not None and n and t[0] < self._last_time:
-                    # Explicit times ran ahead of the nominal clock: continue from there.
-                    self._start_ns, self._auto_base = self._last_time, w - 1
-                    t = sample_times(self._start_ns, 1, n, self.sample_rate).view(np.int64)
+                t = self._auto_times(w, n)
             elif n and self._last_time is not None and t[0] < self._last_time:
                 raise ShapeError(
                     f"times must not go back: this block starts at {t[0].view('datetime64[ns]')}, "
@@ -210,47 +195,81 @@ class RingBuffer:
                 )
             if n == 0:
                 return w
-            keep = min(n, self.capacity)
-            src = slice(n - keep, n)
-            pos = (w + n - keep) % self.capacity
-            self._put(self._values, v[:, src], pos)
-            if q is None:
-                self._put(self._quality, None, pos, keep)
+            cap = self.capacity
+            if n > cap:  # only the newest samples fit
+                v, t = v[:, n - cap :], t[n - cap :]
+                q = None if q is None else q[:, n - cap :]
+            k = v.shape[1]
+            pos = (w + n - k) % cap
+            end = pos + k
+            if end <= cap:  # the common case: one slice per array, no wrap
+                self._values[:, pos:end] = v
+                self._times[pos:end] = t
+                self._quality[:, pos:end] = 0 if q is None else q
             else:
-                self._put(self._quality, q[:, src], pos)
-            self._put(self._times, t[src], pos)
+                first = cap - pos
+                self._values[:, pos:] = v[:, :first]
+                self._values[:, : k - first] = v[:, first:]
+                self._times[pos:] = t[:first]
+                self._times[: k - first] = t[first:]
+                self._quality[:, pos:] = 0 if q is None else q[:, :first]
+                self._quality[:, : k - first] = 0 if q is None else q[:, first:]
             self._last_time = int(t[-1])
             self._written = w + n
             self._cond.notify_all()
             return w
 
-    def _put(self, dst: NDArray[Any], src: NDArray[Any] | None, pos: int, n: int = 0) -> None:
-        n = n if src is None else src.shape[-1]
-        first = min(n, self.capacity - pos)
-        if src is None:  # default quality: GOOD
-            dst[..., pos : pos + first] = 0
-            dst[..., : n - first] = 0
-        else:
-            dst[..., pos : pos + first] = src[..., :first]
-            dst[..., : n - first] = src[..., first:]
+    def _as_values(self, values: ArrayLike) -> NDArray[np.float64]:
+        try:
+            return np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"push takes numeric values; could not convert them to float64: {exc}") from None
+
+    def _reshape_values(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
+        c = self._c
+        if v.ndim == 1 and v.shape[0] == c:
+            return v[:, np.newaxis]
+        raise ShapeError(
+            f"push takes (channels,) for one sample or (channels, n) for a block, with "
+            f"{c} channel(s); got shape {v.shape}."
+            + (" It looks transposed: pass values.T." if v.ndim == 2 and v.shape[1] == c else "")
+        )
+
+    def _auto_times(self, w: int, n: int) -> NDArray[np.int64]:
+        """``start + k / rate`` for samples ``w .. w + n - 1`` (call with the lock held)."""
+        if self._start_ns is None:
+            self._start_ns = time.time_ns()
+            self._auto_base = w
+        t = sample_times(self._start_ns, w - self._auto_base, n, self.sample_rate).view(np.int64)
+        if self._last_time is not None and n and t[0] < self._last_time:
+            # explicit times ran ahead of the nominal clock: continue from the last one
+            self._start_ns, self._auto_base = self._last_time, w - 1
+            t = sample_times(self._start_ns, 1, n, self.sample_rate).view(np.int64)
+        return t
 
     def _check_times(self, times: ArrayLike, n: int) -> NDArray[np.int64]:
-        t = np.asarray(times)
-        if t.dtype.kind == "M":
+        t = times if type(times) is np.ndarray else np.asarray(times)
+        if t.dtype == _NS:
+            t = t.view(np.int64)
+        elif t.dtype.kind == "M":
             t = t.astype("datetime64[ns]").view(np.int64)
-        elif t.dtype.kind not in "iu":
+        elif t.dtype.kind in "iu":
+            t = t.astype(np.int64, copy=False)
+        else:
             raise ShapeError(
                 f"times must be datetime64 or integer nanoseconds since the Unix epoch; got "
                 f"dtype {t.dtype}. Convert seconds with (t * 1e9).astype('int64')."
             )
-        t = np.atleast_1d(t)
         if t.shape != (n,):
-            raise ShapeError(f"times must have shape ({n},), one per sample; got {t.shape}.")
-        if n and (t == np.iinfo(np.int64).min).any():  # NaT
-            raise ShapeError("times hold NaT; every sample needs a timestamp.")
+            t = np.atleast_1d(t)
+            if t.shape != (n,):
+                raise ShapeError(f"times must have shape ({n},), one per sample; got {t.shape}.")
         if n > 1 and (t[1:] < t[:-1]).any():
             raise ShapeError("times must be non-decreasing within a block; sort the block first.")
-        return t.astype(np.int64, copy=False)
+        # NaT is the smallest int64: in a non-decreasing block it can only hide at the front
+        if n and t[0] == _NAT:
+            raise ShapeError("times hold NaT; every sample needs a timestamp.")
+        return t
 
     def _check_quality(self, quality: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int8]:
         q = np.asarray(quality)
