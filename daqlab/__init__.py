@@ -9,7 +9,7 @@
 from daqlab import events, sources
 from daqlab._version import __version__
 from daqlab.accessor import DaqAccessor
-from daqlab.acquisition import AcquisitionConfig, DataManager, Dataset
+from daqlab.acquisition import AcquisitionConfig, DataManager
 from daqlab.buffer import Block, Reader, RingBuffer
 from daqlab.errors import (
     AcquisitionError,
@@ -27,7 +27,7 @@ from daqlab.errors import (
     SourceError,
     StorageError,
 )
-from daqlab.io import Recorder, open_recording, open_run, save
+from daqlab.io import Recorder, open_recording, open_run, open_runs, save
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
 
@@ -47,7 +47,6 @@ __all__ = [
     "DaqlabError",
     "DataManager",
     "DataRangeError",
-    "Dataset",
     "FormatError",
     "NotCalibratedError",
     "Quality",
@@ -65,6 +64,7 @@ __all__ = [
     "make_run",
     "open_recording",
     "open_run",
+    "open_runs",
     "save",
     "sources",
     "uncalibrate",

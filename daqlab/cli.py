@@ -1,4 +1,4 @@
-"""The ``daqlab`` command line: ``demo``, ``info``."""
+"""The ``daqlab`` command line: ``demo``, ``info``, ``convert``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tqdm import tqdm
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError
-from daqlab.io import open_run
+from daqlab.io import FORMATS, detect_format, open_run, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 
@@ -84,6 +84,15 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    src, dst = Path(args.src), Path(args.dst)
+    run = open_run(src, chunks={})
+    out = save(run, dst, args.format, overwrite=args.overwrite, compression=args.compress)
+    print(f"{detect_format(src)} {src} -> {detect_format(out)} {out} "
+          f"({run.sizes['channel']} channels x {run.sizes['time']} samples)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daqlab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"daqlab {__version__}")
@@ -100,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise a saved run")
     info.add_argument("path")
     info.set_defaults(func=_info)
+    conv = sub.add_parser("convert", help="convert a run between formats (any format daqlab reads)")
+    conv.add_argument("src", help="a saved run or recording folder")
+    conv.add_argument("dst", help="the file to write; the format follows its suffix unless --format")
+    conv.add_argument("--format", choices=FORMATS, default=None, help="output format")
+    conv.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
+    conv.add_argument("--compress", action="store_true", help="zlib-compress NetCDF values")
+    conv.set_defaults(func=_convert)
     return parser
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "channels_of",
     "check_metadata",
     "check_sample_rate",
+    "coords_in_memory",
     "empty_run",
     "flag_quality",
     "iso_utc",
@@ -270,6 +271,15 @@ def assemble_run(
     return ds
 
 
+def coords_in_memory(run: xr.Dataset) -> xr.Dataset:
+    """The run with ``time`` and the per-channel coordinates as numpy (they are small),
+    whatever backs its data variables."""
+    names = [n for n in ("channel", "time", *CHANNEL_COORDS) if n in run.coords]
+    if not any(run[n].chunks is not None for n in names):
+        return run
+    return run.assign_coords({n: run[n].load() for n in names})
+
+
 def make_run(
     values: ArrayLike,
     channels: Iterable[ChannelLike] | int,
@@ -460,11 +470,12 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
             nat = np.isnat(t)
             if nat.any():
                 problems.append(f"coordinate 'time' holds {int(nat.sum())} NaT value(s).")
-            steps = np.diff(t[~nat].view(np.int64))
-            if (steps < 0).any():
+            ti = t[~nat].view(np.int64) if nat.any() else t.view(np.int64)
+            steps = ti[1:] < ti[:-1]  # one pass, no temporary of differences
+            if steps.any():
                 problems.append(
                     f"coordinate 'time' must be non-decreasing; it steps back "
-                    f"{int((steps < 0).sum())} time(s), first after index {int(np.argmax(steps < 0))}."
+                    f"{int(steps.sum())} time(s), first after index {int(np.argmax(steps))}."
                 )
     kinds = {"unit": "str", "range_min": "f", "range_max": "f", "cal_slope": "f",
              "cal_offset": "f", "cal_date": "M"}

@@ -180,7 +180,7 @@ def small_disk(where: Path, size: str) -> Iterator[Path]:
 
 @pytest.mark.timeout(120)
 def test_disk_full_while_recording(tmp_path: Path) -> None:
-    with small_disk(tmp_path / "small", "3m") as disk:
+    with small_disk(tmp_path / "small", "8m") as disk:
         src = dl.sources.Simulated(8, 50_000.0, seed=3)
         dm = dl.DataManager(src, name="full", output_dir=disk, autosave_interval=None,
                             flush_interval=0.1, handle_sigint=False)

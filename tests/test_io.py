@@ -344,8 +344,8 @@ def test_corrupt_metadata_is_a_format_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "pattern"),
     [
-        (np.random.default_rng(0).bytes(4096), r"not a format daqlab reads"),
-        (b"", r"not a format daqlab reads"),
+        (np.random.default_rng(0).bytes(4096), r"not a run daqlab can read"),
+        (b"", r"not a run daqlab can read"),
         (b"\x89HDF\r\n\x1a\n" + np.random.default_rng(1).bytes(4096),
          r"could not be read as NetCDF4/HDF5"),
     ],

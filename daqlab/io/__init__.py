@@ -1,6 +1,15 @@
-"""Saving and opening runs; the streaming recorder."""
+"""Saving and opening runs in every format; the streaming recorder."""
 
-from daqlab.io._open import FORMATS, open_run, save
+from daqlab.io._open import FORMATS, detect_format, open_run, open_runs, save
 from daqlab.io._recorder import Recorder, is_recording, open_recording
 
-__all__ = ["FORMATS", "Recorder", "is_recording", "open_recording", "open_run", "save"]
+__all__ = [
+    "FORMATS",
+    "Recorder",
+    "detect_format",
+    "is_recording",
+    "open_recording",
+    "open_run",
+    "open_runs",
+    "save",
+]

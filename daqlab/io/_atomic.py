@@ -6,12 +6,13 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from daqlab.errors import StorageError
 
-__all__ = ["atomic_path", "fsync_dir", "temp_name"]
+__all__ = ["atomic_path", "ensure_space", "fsync_dir", "temp_name"]
 
 
 def temp_name(path: Path) -> Path:
@@ -36,13 +37,35 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+_MARGIN = 1 << 20  # bytes kept free beyond an estimate: HDF5 metadata, file system slack
+
+
+def ensure_space(path: Path, nbytes: int, what: str = "") -> None:
+    """Refuse (ENOSPC) before writing ``nbytes`` into ``path``'s folder if they will not fit.
+
+    HDF5 2.0 was seen to crash the process (SIGSEGV) when the disk filled up in the
+    middle of a write, so daqlab never lets a write run into a full disk: it checks
+    first, with a margin.
+    """
+    free = shutil.disk_usage(path.parent).free
+    need = int(nbytes * 1.1) + _MARGIN
+    if free < need:
+        raise StorageError(
+            errno.ENOSPC,
+            f"could not write {what or path}: it needs about {need / 2**20:.1f} MiB and "
+            f"{path.parent} has {free / 2**20:.1f} MiB free (No space left on device). Nothing "
+            "was written under that name; free space or choose another folder, then retry.",
+        )
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` durably.
 
     On any error the temporary file is removed and ``path`` is left as it was,
     so a full disk or a crash never leaves a half-written file under the
-    final name.
+    final name. ``expected_bytes`` (an upper estimate of the file's size) is
+    checked against the free space first, see :func:`ensure_space`.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -56,6 +79,7 @@ def atomic_path(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             errno.ENOENT,
             f"folder {path.parent} does not exist; create it first (Path.mkdir(parents=True)).",
         )
+    ensure_space(path, expected_bytes)
     tmp = temp_name(path)
     try:
         yield tmp

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from daqlab._version import __version__
 from daqlab.errors import FormatError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.run import CHANNEL_COORDS, SCHEMA_VERSION, iso_utc, validate
+from daqlab.run import SCHEMA_VERSION, coords_in_memory, iso_utc, validate
 
 __all__ = ["from_disk", "open_netcdf", "save_netcdf", "to_disk"]
 
@@ -117,34 +120,53 @@ _COORD_ATTRS: dict[str, dict[str, str]] = {
 _QUALITY_STANDARD_NAME = "status_flag"
 
 
-def _time_units(times: np.ndarray[Any, Any]) -> tuple[str, str]:
-    """Units and dtype that store ``times`` exactly in a CF-1.8 type.
+_TIME_UNITS = re.compile(r"(nanoseconds|microseconds) since (\S+)")
+
+
+def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], str]:
+    """``times`` as float64 counts since the first sample, exactly, and their CF units.
 
     int64 is not a CF-1.8 type, so time is a float64 count of nanoseconds since
     the first sample: exact for every whole number below 2**53 ns (104 days).
     Longer runs use microseconds (exact to the microsecond for 285 years).
     """
-    if times.size == 0:
-        return "nanoseconds since 1970-01-01T00:00:00", "float64"
-    t0 = times[0]
-    span = int((times[-1] - t0).astype("timedelta64[ns]").astype(np.int64))
-    ref = np.datetime_as_string(t0, unit="ns")
-    if span < 2**53:
-        return f"nanoseconds since {ref}", "float64"
-    return f"microseconds since {ref}", "float64"
+    t = times.view(np.int64)
+    if t.size == 0:
+        return np.empty(0), "nanoseconds since 1970-01-01T00:00:00"
+    ref = np.datetime_as_string(times[0], unit="ns")
+    offsets = t - t[0]
+    if int(offsets[-1]) < 2**53:
+        return offsets.astype(np.float64), f"nanoseconds since {ref}"
+    return np.rint(offsets / 1000.0), f"microseconds since {ref}"
+
+
+def _decode_time(values: NDArray[Any], units: str, calendar: str) -> NDArray[np.datetime64]:
+    """Inverse of :func:`_encode_time`; other CF units go through xarray's decoder."""
+    m = _TIME_UNITS.fullmatch(units.strip())
+    if m is None:
+        decoded = np.asarray(xr.coding.times.decode_cf_datetime(values, units, calendar))
+        return decoded.astype("datetime64[ns]")
+    t0 = np.datetime64(m.group(2), "ns").view(np.int64)
+    counts = np.rint(values).astype(np.int64)
+    if m.group(1) == "microseconds":
+        counts *= 1000
+    out: NDArray[np.datetime64] = (t0 + counts).view("datetime64[ns]")
+    return out
 
 
 def _cf_dataset(run: xr.Dataset, compression: bool) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """The run as written: CF attributes on every variable, and the encoding of each."""
-    ds = to_disk(run)
+    ds = to_disk(coords_in_memory(run))
     for name, attrs in _COORD_ATTRS.items():
         ds[name].attrs.update(attrs)
     ds["quality"].attrs["standard_name"] = _QUALITY_STANDARD_NAME
     n = ds.sizes["time"]
-    units, dtype = _time_units(run["time"].values)
+    # time encoded here in one pass (xarray's datetime encoder makes several)
+    counts, units = _encode_time(run["time"].values)
+    ds = ds.assign_coords(time=("time", counts, {**ds["time"].attrs, "units": units,
+                                                 "calendar": "proleptic_gregorian"}))
     enc: dict[str, dict[str, Any]] = {
-        "time": {"units": units, "dtype": dtype, "calendar": "proleptic_gregorian",
-                 "_FillValue": None},
+        "time": {"dtype": "float64", "_FillValue": None},
         # microseconds: a calibration date is kept to the microsecond (Calibration rounds so)
         "cal_date": {"units": "microseconds since 1970-01-01T00:00:00", "dtype": "float64",
                      "calendar": "proleptic_gregorian"},
@@ -152,12 +174,14 @@ def _cf_dataset(run: xr.Dataset, compression: bool) -> tuple[xr.Dataset, dict[st
         "channel": {"dtype": "S1"},
         "unit": {"dtype": "S1"},
     }
-    for name in ("cal_slope", "cal_offset"):
-        enc[name] = {"_FillValue": None}
+    # no _FillValue: NaN values stay NaN on their own, and reading skips a masking pass
+    for name in ("cal_slope", "cal_offset", "value", "raw"):
+        if name in ds.variables:
+            enc[name] = {"_FillValue": None}
     for name in ("value", "quality", "raw"):
         if name not in ds.data_vars or n == 0:
             continue
-        e: dict[str, Any] = {"chunksizes": (1, min(n, _CHUNK_SAMPLES))}
+        e: dict[str, Any] = {**enc.get(name, {}), "chunksizes": (1, min(n, _CHUNK_SAMPLES))}
         # quality flags are mostly zeros: zlib makes them ~100x smaller at little cost
         if compression or name == "quality":
             e.update(zlib=True, complevel=1, shuffle=True)
@@ -178,21 +202,32 @@ def _strip_cf(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _verify(tmp: Path, run: xr.Dataset) -> None:
-    """Reopen what was written and compare shape, time span and the last samples."""
-    with xr.open_dataset(tmp, engine="h5netcdf") as back:
-        problems = []
-        if dict(back.sizes) != dict(run.sizes):
-            problems.append(f"sizes {dict(back.sizes)} != {dict(run.sizes)}")
-        elif run.sizes["time"]:
-            tail = slice(max(0, run.sizes["time"] - 1024), None)
-            if not np.array_equal(back["time"].values[[0, -1]], run["time"].values[[0, -1]]):
-                problems.append("time span differs")
-            if not np.array_equal(back["value"][:, tail].values, run["value"][:, tail].values,
-                                  equal_nan=True):
-                problems.append("last samples differ")
+    """Reopen what was written (plain h5py: cheap) and compare shape, time span and last samples."""
+    n = run.sizes["time"]
+    problems = []
+    try:
+        with h5py.File(tmp, "r") as f:
+            shape = f["value"].shape
+            if shape != (run.sizes["channel"], n):
+                problems.append(f"value has shape {shape}, expected {(run.sizes['channel'], n)}")
+            elif n:
+                t = f["time"]
+                ends = _decode_time(np.array([t[0], t[-1]]), _text(t.attrs["units"]),
+                                    _text(t.attrs.get("calendar", b"standard")))
+                if not np.array_equal(ends, run["time"].values[[0, -1]]):
+                    problems.append("time span differs")
+                tail = slice(max(0, n - 1024), n)
+                if not np.array_equal(f["value"][:, tail], run["value"][:, tail].values, equal_nan=True):
+                    problems.append("last samples differ")
+    except (OSError, KeyError) as exc:
+        problems.append(f"unreadable: {exc}")
     if problems:
         raise StorageError(5, f"check of the file written for {tmp.name} failed ({'; '.join(problems)}); "
                            "it was not renamed into place.")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def save_netcdf(
@@ -201,7 +236,8 @@ def save_netcdf(
     """Write ``run`` as CF-1.8 NetCDF4 through h5netcdf, atomically, and check it."""
     validate(run, check_data=False)
     ds, encoding = _cf_dataset(run, compression)
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    nbytes = sum(v.size * v.dtype.itemsize for v in ds.variables.values())
+    with atomic_path(path, overwrite=overwrite, expected_bytes=nbytes) as tmp:
         try:
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         except (TypeError, ValueError) as exc:  # h5netcdf/xarray refusing a value
@@ -213,20 +249,50 @@ def save_netcdf(
 def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
     """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files."""
     try:
-        ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
+        ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks, decode_times=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{path} could not be read as NetCDF4/HDF5: {exc}") from exc
     try:
-        run = _strip_cf(from_disk(ds, path))
+        run = _strip_cf(_decode_times(from_disk(ds, path)))
         if chunks is None:
-            run = run.load()
+            run = _load(run, path)
     except BaseException:
         ds.close()
         raise
     if chunks is None:
         ds.close()
-    # per-channel coordinates are tiny: always in memory, names as Python str
-    run = run.assign_coords({name: run[name].load() for name in (*CHANNEL_COORDS, "time")})
+    run = coords_in_memory(run)
     for name in ("channel", "unit"):
         run[name] = run[name].astype(object)
     return validate(run, check_data=False)
+
+
+def _decode_times(ds: xr.Dataset) -> xr.Dataset:
+    """Decode ``time`` and ``cal_date`` (opened undecoded: our own decoder is one pass)."""
+    time = ds["time"]
+    attrs = dict(time.attrs)
+    units, calendar = attrs.pop("units", None), attrs.pop("calendar", "standard")
+    if units is None:
+        raise FormatError("coordinate 'time' has no units; it is not a daqlab time axis.")
+    ds = ds.assign_coords(time=("time", _decode_time(np.asarray(time.values), units, calendar), attrs))
+    cal = ds["cal_date"]
+    cal_attrs = dict(cal.attrs)
+    cal_units = cal_attrs.pop("units", "microseconds since 1970-01-01T00:00:00")
+    cal_calendar = cal_attrs.pop("calendar", "standard")
+    raw = np.asarray(cal.values, dtype=np.float64)
+    dates = np.full(raw.shape, np.datetime64("NaT", "ns"))
+    ok = np.isfinite(raw)
+    dates[ok] = _decode_time(raw[ok], cal_units, cal_calendar)
+    return ds.assign_coords(cal_date=("channel", dates, cal_attrs))
+
+
+def _load(run: xr.Dataset, path: Path) -> xr.Dataset:
+    """Load everything; the large variables straight through h5py (xarray's lazy
+    indexing path reads them at about a third of the speed)."""
+    big = [n for n in ("value", "quality", "raw") if n in run.data_vars and not run[n].attrs.get(
+        "_FillValue") and "_FillValue" not in run[n].encoding]
+    with h5py.File(path, "r") as f:
+        arrays = {n: np.asarray(f[n][...]) for n in big if f[n].shape == run[n].shape}
+    for n, arr in arrays.items():
+        run[n] = (run[n].dims, arr, run[n].attrs)
+    return run.load()

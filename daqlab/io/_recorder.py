@@ -25,19 +25,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.array as da
 import h5py
 import numpy as np
 import xarray as xr
-from dask.delayed import delayed
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
 from daqlab.buffer import Block, RingBuffer
 from daqlab.errors import FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
-from daqlab.io._atomic import fsync_dir, temp_name
+from daqlab.io._atomic import ensure_space, fsync_dir, temp_name
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, assemble_run, flag_quality, validate
@@ -267,6 +264,7 @@ class Recorder:
                 f.attrs["stop"] = upto
 
         try:
+            ensure_space(seg, values.nbytes + quality.nbytes + times.nbytes, f"segment {seg.name}")
             _write_durably(seg, write)
         except (OSError, ValueError) as exc:  # h5py reports a full disk as OSError or ValueError
             self.error = exc
@@ -372,6 +370,9 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
         quality: Any = (np.concatenate([_load(s[0], "quality") for s in segs], axis=1)
                         if segs else np.empty((c, 0), np.int8))
     else:
+        import dask.array as da  # lazily: dask.array costs ~0.5 s to import
+        from dask.delayed import delayed
+
         def lazy(name: str, dtype: type) -> Any:
             parts = [
                 da.from_delayed(delayed(_load)(s[0], name), (c, s[1]), dtype=dtype)  # type: ignore[no-untyped-call]
@@ -390,6 +391,8 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
 
 def consolidate_recording(folder: Path, path: Path, *, compression: bool = False) -> Path:
     """Write the recording in ``folder`` as the run file ``path``, then remove the folder."""
+    import dask
+
     run = open_recording(folder, chunks={})
     # synchronous: this also runs at interpreter exit, when dask's thread pool is gone
     with dask.config.set(scheduler="synchronous"):

@@ -1,0 +1,92 @@
+"""xarray backend entry points: ``xr.open_dataset(path, engine="daqlab")`` and friends.
+
+- ``engine="daqlab"``: any run daqlab reads (NetCDF, CSV, seed HDF5, recording folders).
+- ``engine="daqlab-csv"``: daqlab's long or wide CSV (and the seed's plain CSV).
+- ``engine="daqlab-seed"``: the seed's ``/data/<channel>/timestamps|values`` HDF5 layout.
+
+The CSV and seed engines also answer xarray's ``guess_can_open``, so
+``xr.open_dataset("run.csv")`` finds them without naming an engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+
+from daqlab.io._csv import open_csv, sniff_csv
+from daqlab.io._open import open_run
+from daqlab.io._seed import is_seed_file, open_seed
+
+__all__ = ["DaqlabBackendEntrypoint", "DaqlabCsvBackendEntrypoint", "DaqlabSeedBackendEntrypoint"]
+
+
+def _path(filename_or_obj: Any) -> Path | None:
+    if isinstance(filename_or_obj, (str, os.PathLike)):
+        return Path(filename_or_obj)
+    return None
+
+
+def _open(opener: Callable[[Path], xr.Dataset], filename_or_obj: Any,
+          drop_variables: str | Iterable[str] | None) -> xr.Dataset:
+    path = _path(filename_or_obj)
+    if path is None:
+        raise TypeError(f"daqlab's xarray engines open paths; got {type(filename_or_obj).__name__}.")
+    ds = opener(path)
+    if drop_variables is not None:
+        ds = ds.drop_vars(drop_variables, errors="ignore")
+    return ds
+
+
+class DaqlabBackendEntrypoint(BackendEntrypoint):
+    """Every run daqlab reads, detected from its contents (as ``daqlab.open_run``)."""
+
+    description = "daqlab runs: NetCDF4, CSV (long/wide), the seed's HDF5 layout, recordings"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
+                     **kwargs: Any) -> xr.Dataset:
+        return _open(open_run, filename_or_obj, drop_variables)
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        return False  # only when asked for by name: NetCDF belongs to xarray's own engines
+
+
+class DaqlabCsvBackendEntrypoint(BackendEntrypoint):
+    """daqlab's CSV layouts."""
+
+    description = "daqlab CSV runs (long form timestamp_ms,value,channel,quality and wide form)"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
+                     **kwargs: Any) -> xr.Dataset:
+        return _open(open_csv, filename_or_obj, drop_variables)
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        path = _path(filename_or_obj)
+        if path is None or path.suffix.lower() != ".csv" or not path.is_file():
+            return False
+        try:
+            with path.open("rb") as f:
+                return sniff_csv(f.read(4096)) is not None
+        except OSError:
+            return False
+
+
+class DaqlabSeedBackendEntrypoint(BackendEntrypoint):
+    """The seed's HDF5 layout (``/data/<channel>/timestamps|values``, ``/metadata``)."""
+
+    description = "HDF5 files in the seed's /data/<channel>/timestamps|values layout"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
+                     **kwargs: Any) -> xr.Dataset:
+        return _open(open_seed, filename_or_obj, drop_variables)
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        path = _path(filename_or_obj)
+        return path is not None and path.is_file() and is_seed_file(path)

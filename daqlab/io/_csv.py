@@ -1,0 +1,718 @@
+"""Runs as CSV text: the seed's long form and a wide form, written and read with pyarrow.
+
+Layouts
+-------
+Long form (format ``"csv"``), the seed's layout, one row per sample per channel,
+rows in time order and, within one timestamp, in channel order::
+
+    timestamp_ms,value,channel,quality
+    1704067200000,0.25,ai0,Good
+    1704067200000,nan,ai1,Bad
+
+A calibrated run that keeps its raw values adds a ``raw`` column.
+
+Wide form (format ``"csv-wide"``), one row per sample::
+
+    timestamp_ms,value:ai0,quality:ai0,value:ai1,quality:ai1
+
+Each channel has a ``value:<name>`` and a ``quality:<name>`` column (and
+``raw:<name>`` on a calibrated run). The fixed prefixes make the column names
+collision-free for any channel names, and a header cell never starts with a
+formula character. Names that need it are quoted as RFC 4180 says.
+
+Cells
+-----
+* ``timestamp_ms``: milliseconds since 1970-01-01T00:00:00Z. Integers when every
+  timestamp is a whole millisecond (the seed's form); otherwise a decimal with 3
+  (whole microseconds) or 6 (nanoseconds) digits, the same count in every row,
+  e.g. ``1704067200000.333333``. Read back exactly, never through a float.
+* ``value``/``raw``: float64 in the shortest text that reads back to the same
+  double; ``nan``, ``inf``, ``-inf`` (any case, also ``Infinity``) read back, and
+  an empty cell reads as NaN.
+* ``quality``: ``Good``, ``Suspect``, ``Bad``, ``Interpolated``; read in any case,
+  and the integers ``0``-``3`` are accepted too.
+
+Metadata
+--------
+A file written by daqlab starts with one comment line, ``# daqlab-csv {JSON}``,
+so that a single file is self-contained. The JSON object starts with ``format``
+(``"csv"`` or ``"csv-wide"``) and holds ``schema_version``, ``daqlab_version``,
+``samples`` (per channel, to detect truncation), ``timestamp_decimals``,
+``channels`` (name, unit, range, calibration slope/offset/reference date, in
+order), ``variables``, every run attribute (``attrs``, with ``attr_types`` noting
+numpy arrays/scalars and tuples) and the attributes of every variable
+(``var_attrs``). Further lines starting with ``#`` before the column names are
+ignored. Files from a newer ``schema_version`` are refused.
+
+A file without that line (the seed's plain CSV) opens with these defaults: the
+channels in order of first appearance, unit ``""``, no range, identity
+calibration; ``sample_rate`` from the median time step (1.0 Hz when there are
+fewer than two samples or the median step is 0); ``name`` from the file stem, ``description`` ``""``,
+``metadata`` ``{}``, ``created_at`` from the first timestamp (the file's
+modification time if it has no rows), ``calibrated`` False, and an ``id``
+derived from the file's contents, so that opening it twice gives the same run.
+
+Spreadsheet formula injection
+-----------------------------
+Text that a spreadsheet would execute (starting with ``=``, ``+``, ``-``, ``@``,
+tab or CR) is written with a ``'`` in front, as OWASP recommends; text that
+starts with ``'`` gets one more ``'``. Reading a daqlab file removes exactly one
+leading ``'``, so the round trip is exact. This applies to channel names in the
+long form's ``channel`` column and to every string (keys included) in the JSON
+line, where ``,`` and ``;`` inside strings are also written as ``\\u002c`` and
+``\\u003b`` so that a spreadsheet splitting the line into cells never starts a
+cell inside a string. Files without the daqlab line are read as they are.
+(A channel name holding ``;`` followed by a formula character is quoted but
+not otherwise changed, so a spreadsheet that splits cells at ``;`` instead of
+``,`` would still see a formula there.)
+
+Examples
+--------
+>>> import tempfile, xarray as xr, daqlab as dl
+>>> run = dl.make_run([[0.5, 1.5]], ["ai0"], sample_rate=1000.0, start="2024-01-01")
+>>> with tempfile.TemporaryDirectory() as d:
+...     path = save_csv(run, Path(d) / "run.csv")
+...     print(path.read_text().splitlines()[1:])
+...     xr.testing.assert_identical(open_csv(path), run)
+['timestamp_ms,value,channel,quality', '1704067200000,0.5,ai0,Good', '1704067200001,1.5,ai0,Good']
+>>> sniff_csv(b"timestamp_ms,value,channel,quality\\n1,0.5,ai0,Good\\n")
+'csv'
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import xarray as xr
+from numpy.typing import NDArray
+
+from daqlab._version import __version__
+from daqlab.errors import FormatError, SchemaError
+from daqlab.io._atomic import atomic_path
+from daqlab.model import Calibration, Channel, Quality, to_datetime64
+from daqlab.run import (
+    CHANNEL_COORDS,
+    SCHEMA_VERSION,
+    assemble_run,
+    channels_of,
+    iso_utc,
+    run_attrs,
+    validate,
+)
+
+__all__ = ["open_csv", "save_csv", "sniff_csv"]
+
+TIME_COLUMN = "timestamp_ms"
+LONG_COLUMNS = (TIME_COLUMN, "value", "channel", "quality")
+QUALITY_NAMES = tuple(q.name.capitalize() for q in Quality)
+_MAGIC = b"# daqlab-csv "
+_BOM = b"\xef\xbb\xbf"
+_MAX_LINE = 1 << 26
+_QUALITY_LOOKUP = {
+    **{name.lower(): int(q) for name, q in zip(QUALITY_NAMES, Quality, strict=True)},
+    **{str(int(q)): int(q) for q in Quality},
+}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+_NS_PER_MS = 1_000_000
+_MAX_MS = np.iinfo(np.int64).max // _NS_PER_MS
+
+
+# --------------------------------------------------------------------------- text escaping
+
+
+def _protect(text: str) -> str:
+    """OWASP: a leading ``'`` keeps a spreadsheet from executing the cell."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _unprotect(text: str) -> str:
+    return text[1:] if text.startswith("'") else text
+
+
+def _json_str(text: str) -> str:
+    # inside a JSON string literal a ',' or ';' can only be a character, so escaping is exact
+    out = json.dumps(_protect(text), ensure_ascii=False)
+    return out.replace(",", "\\u002c").replace(";", "\\u003b")
+
+
+def _dump_json(obj: Any) -> str:
+    """JSON on one line with every string protected (see the module docstring)."""
+    if isinstance(obj, str):
+        return _json_str(obj)
+    if isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"key {k!r} is not a str")
+            items.append(f"{_json_str(k)}: {_dump_json(v)}")
+        return "{" + ", ".join(items) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ", ".join(_dump_json(v) for v in obj) + "]"
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return json.dumps(obj, allow_nan=True)
+    raise TypeError(f"{type(obj).__name__} is not a JSON value")
+
+
+def _unprotect_tree(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _unprotect(obj)
+    if isinstance(obj, dict):
+        return {_unprotect(k): _unprotect_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unprotect_tree(v) for v in obj]
+    return obj
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\r\n') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+def _encode_attrs(attrs: dict[Any, Any], where: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for k, v in attrs.items():
+        if not isinstance(k, str):
+            raise FormatError(f"CSV cannot store {where} attribute key {k!r}: keys must be str.")
+        if isinstance(v, np.ndarray):
+            values[k] = v.view(np.int64).tolist() if v.dtype.kind in "mM" else v.tolist()
+            types[k] = f"ndarray:{v.dtype.str}"
+        elif isinstance(v, np.generic):
+            values[k] = v.item()
+            types[k] = f"numpy:{v.dtype.str}"
+        elif isinstance(v, tuple):
+            values[k] = list(v)
+            types[k] = "tuple"
+        else:
+            values[k] = v
+        try:
+            _dump_json(values[k])
+        except TypeError as exc:
+            raise FormatError(
+                f"CSV cannot store {where} attribute {k!r} = {v!r}: {exc}. Store JSON values "
+                "(str, numbers, bool, None, lists, dicts) or numpy arrays of numbers/text."
+            ) from None
+    return {"attrs": values, "types": types}
+
+
+def _decode_attrs(encoded: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = dict(encoded["attrs"])
+    for k, kind in encoded["types"].items():
+        v = attrs[k]
+        if kind == "tuple":
+            attrs[k] = tuple(v)
+        elif kind.startswith("ndarray:"):
+            dtype = np.dtype(kind[8:])
+            attrs[k] = (np.array(v, np.int64).view(dtype) if dtype.kind in "mM"
+                        else np.array(v, dtype=dtype))
+        elif kind.startswith("numpy:"):
+            attrs[k] = np.dtype(kind[6:]).type(v)
+        else:
+            raise ValueError(f"unknown attribute type {kind!r}")
+    return attrs
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _timestamps(ns: NDArray[np.int64], decimals: int) -> pa.Array:
+    """Integer ms, or a decimal with ``decimals`` digits built from exact integers."""
+    if decimals == 0:
+        return pa.array(ns // _NS_PER_MS)
+    unscaled = ns // 10 ** (6 - decimals)
+    words = np.empty((len(ns), 2), dtype=np.int64)  # little-endian 128-bit two's complement
+    words[:, 0] = unscaled
+    words[:, 1] = unscaled >> 63
+    return pa.Array.from_buffers(pa.decimal128(20, decimals), len(ns), [None, pa.py_buffer(words)])
+
+
+def _quality(codes: NDArray[np.int8]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(QUALITY_NAMES))
+
+
+def _header(run: xr.Dataset, wide: bool, variables: list[str], decimals: int) -> dict[str, Any]:
+    encoded = _encode_attrs(dict(run.attrs), "run")
+    return {
+        "format": "csv-wide" if wide else "csv",  # first: sniff_csv looks for it
+        "schema_version": SCHEMA_VERSION,
+        "daqlab_version": __version__,
+        "samples": run.sizes["time"],
+        "timestamp_decimals": decimals,
+        "channels": [  # from the coordinates themselves, so that nothing is normalised away
+            {"name": str(run["channel"].values[i]), "unit": str(run["unit"].values[i]),
+             **{k: float(run[k].values[i]) for k in ("range_min", "range_max", "cal_slope",
+                                                     "cal_offset")},
+             "cal_date": None if np.isnat(d) else np.datetime_as_string(d, unit="ns") + "Z"}
+            for i, d in enumerate(run["cal_date"].values.astype("datetime64[ns]"))
+        ],
+        "variables": variables,
+        "attrs": encoded["attrs"],
+        "attr_types": encoded["types"],
+        "var_attrs": {str(k): _encode_attrs(dict(v.attrs), f"variable {k!r}")
+                      for k, v in run.variables.items()},
+    }
+
+
+def _long_table(names: list[str], ns: NDArray[np.int64], decimals: int,
+                arrays: dict[str, NDArray[Any]]) -> pa.Table:
+    c, n = len(names), len(ns)
+    columns = {
+        TIME_COLUMN: _timestamps(np.repeat(ns, c), decimals),
+        "value": pa.array(arrays["value"].T.ravel()),
+        "channel": pa.DictionaryArray.from_arrays(
+            pa.array(np.tile(np.arange(c, dtype=np.int32), n)),
+            pa.array([_protect(name) for name in names], pa.string())),
+        "quality": _quality(arrays["quality"].T.ravel()),
+    }
+    if "raw" in arrays:
+        columns["raw"] = pa.array(arrays["raw"].T.ravel())
+    return pa.table(columns)
+
+
+def _wide_table(names: list[str], ns: NDArray[np.int64], decimals: int,
+                arrays: dict[str, NDArray[Any]]) -> pa.Table:
+    columns = {TIME_COLUMN: _timestamps(ns, decimals)}
+    for i, name in enumerate(names):
+        for v, data in arrays.items():
+            columns[f"{v}:{name}"] = _quality(data[i]) if v == "quality" else pa.array(data[i])
+    return pa.table(columns)
+
+
+def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool = False) -> Path:
+    """Write ``run`` as CSV (long form, or wide with ``wide=True``); return ``path``.
+
+    The file is written under a temporary name and renamed into place when
+    complete; an existing file is kept unless ``overwrite=True``.
+    """
+    path = Path(path)
+    validate(run, check_data=False)
+    extra = sorted(map(str, set(run.coords) - {"channel", "time", *CHANNEL_COORDS}))
+    if extra:
+        raise FormatError(
+            f"CSV holds only the run schema's coordinates; this run also has {extra}. "
+            "Drop them first (run.drop_vars(...)) or save as NetCDF."
+        )
+    names = [c.name for c in channels_of(run)]
+    variables = ["value", "quality"] + (["raw"] if "raw" in run.data_vars else [])
+    arrays = {v: np.asarray(run[v].transpose("channel", "time").values) for v in variables}
+    q = arrays["quality"]
+    if q.size and (int(q.min()) < 0 or int(q.max()) > len(QUALITY_NAMES) - 1):
+        raise SchemaError([f"quality holds values outside 0-3 (daqlab.Quality): "
+                           f"{sorted(set(np.unique(q).tolist()) - {0, 1, 2, 3})[:5]}."])
+    ns = run["time"].values.astype("datetime64[ns]").view(np.int64)
+    decimals = next(d for d in (0, 3, 6) if not (ns % 10 ** (6 - d)).any())
+    header = _header(run, wide, variables, decimals)
+    table = (_wide_table if wide else _long_table)(names, ns, decimals, arrays)
+    # unquoted cells, as the seed writes them, unless a channel name needs quotes
+    needs_quotes = not wide and any(ch in _protect(nm) for nm in names for ch in ',"\r\n')
+    prelude = (_MAGIC.decode() + _dump_json(header) + "\n"
+               + ",".join(_csv_field(k) for k in table.column_names) + "\n")
+    # a CSV cell takes at most ~25 bytes (value, time, name, quality per sample)
+    estimate = len(prelude) + table.num_rows * (25 * table.num_columns + 40)
+    with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp, \
+            pa.OSFile(str(tmp), "wb") as sink:
+        sink.write(prelude.encode("utf-8"))
+        if table.num_rows:
+            options = pacsv.WriteOptions(include_header=False,
+                                         quoting_style="needed" if needs_quotes else "none")
+            pacsv.write_csv(table, sink, options)
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Prelude:
+    header: dict[str, Any] | None
+    columns: list[str]
+    data_offset: int
+    size: int
+    ends_with_newline: bool
+
+
+def _parse_header(line: bytes, path: Path) -> dict[str, Any]:
+    try:
+        header = _unprotect_tree(json.loads(line[len(_MAGIC):].decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(
+            f"{path}: the '# daqlab-csv' header line is not valid JSON ({exc}); the file was "
+            "truncated or edited."
+        ) from None
+    if not isinstance(header, dict) or "schema_version" not in header:
+        raise FormatError(f"{path}: the '# daqlab-csv' header line has no schema_version.")
+    version = header["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise FormatError(
+            f"{path} was written with run schema version {version!r} by daqlab "
+            f"{header.get('daqlab_version', '?')}; this daqlab ({__version__}) reads up to "
+            f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
+        )
+    missing = [k for k in ("format", "samples", "timestamp_decimals", "channels", "variables",
+                           "attrs", "attr_types", "var_attrs") if k not in header]
+    if missing:
+        raise FormatError(f"{path}: the '# daqlab-csv' header line lacks {missing}.")
+    problems = []
+    if header["format"] not in ("csv", "csv-wide"):
+        problems.append(f"unknown format {header['format']!r}")
+    if header["variables"] not in (["value", "quality"], ["value", "quality", "raw"]):
+        problems.append(f"unknown variables {header['variables']!r}")
+    if not isinstance(header["channels"], list) or not header["channels"]:
+        problems.append("no channels")
+    if problems:
+        raise FormatError(f"{path}: the '# daqlab-csv' header line is damaged: {'; '.join(problems)}.")
+    return header
+
+
+def _read_prelude(path: Path) -> _Prelude:
+    header = None
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(3) != _BOM:
+            f.seek(0)
+        lineno = 0
+        while True:
+            line = f.readline(_MAX_LINE)
+            lineno += 1
+            if not line:
+                what = "is empty" if size == 0 else "ends before its column names (truncated?)"
+                raise FormatError(f"{path} {what}; a CSV run needs a line of column names.")
+            if not line.endswith(b"\n") and len(line) >= _MAX_LINE:
+                raise FormatError(f"{path}: line {lineno} is longer than {_MAX_LINE} bytes; "
+                                  "this is not a CSV file daqlab reads.")
+            if lineno == 1 and line.startswith(_MAGIC):
+                header = _parse_header(line, path)
+            elif not line.startswith(b"#") and line.strip():
+                break
+        try:
+            text = line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise FormatError(f"{path}: line {lineno} is not UTF-8 text; not a CSV file.") from None
+        try:
+            columns = next(csv.reader([text]))
+        except csv.Error as exc:
+            raise FormatError(f"{path}: line {lineno} is not a line of column names ({exc}).") from None
+        offset = f.tell()
+        f.seek(max(size - 1, 0))
+        last = f.read(1)
+    return _Prelude(header, columns, offset, size, last == b"\n")
+
+
+def _layout(columns: list[str]) -> str | None:
+    if "channel" in columns and TIME_COLUMN in columns:
+        return "csv"
+    if TIME_COLUMN in columns and any(c.startswith("value:") for c in columns):
+        return "csv-wide"
+    return None
+
+
+def _check_columns(path: Path, columns: list[str], expected: list[str]) -> None:
+    dups = sorted({c for c in columns if columns.count(c) > 1})
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    problems = ([f"missing column(s) {missing}"] if missing else []) + (
+        [f"unexpected column(s) {extra}"] if extra else []) + (
+        [f"duplicated column(s) {dups}"] if dups else [])
+    if problems:
+        raise FormatError(f"{path}: {'; '.join(problems)}; expected the columns {expected}.")
+
+
+def _read_table(path: Path, prelude: _Prelude, types: dict[str, pa.DataType]) -> pa.Table:
+    empty = pa.table({k: pa.array([], t) for k, t in types.items()})
+    if prelude.data_offset >= prelude.size:
+        return empty
+    try:
+        with pa.OSFile(str(path)) as f:
+            f.seek(prelude.data_offset)
+            return pacsv.read_csv(
+                f,
+                read_options=pacsv.ReadOptions(column_names=prelude.columns),
+                convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
+                                                     strings_can_be_null=False),
+            )
+    except pa.ArrowException as exc:
+        if "Empty CSV file" in str(exc):
+            return empty
+        numbered = ", ".join(f"#{i} {c}" for i, c in enumerate(prelude.columns[:10]))
+        raise FormatError(
+            f"{path}: the data rows could not be read: {exc} (columns: {numbered}; rows count "
+            f"from the first line after the column names). {TIME_COLUMN} must be milliseconds "
+            "since 1970-01-01 UTC with at most 6 decimals, values numbers (or nan/inf/empty)."
+        ) from None
+
+
+def _times_ns(col: pa.ChunkedArray, path: Path) -> NDArray[np.int64]:
+    if col.null_count:
+        raise FormatError(f"{path}: {col.null_count} row(s) have an empty {TIME_COLUMN} cell.")
+    if pa.types.is_integer(col.type):
+        ms: NDArray[np.int64] = col.to_numpy()
+        if ms.size and (int(ms.max()) > _MAX_MS or int(ms.min()) < -_MAX_MS):
+            raise FormatError(f"{path}: {TIME_COLUMN} holds values beyond the datetime64[ns] range "
+                              "(years 1677-2262).")
+        return ms.astype(np.int64) * _NS_PER_MS
+    parts = []
+    for chunk in col.chunks:  # decimal128 with scale 6: the unscaled integer is the time in ns
+        n, off = len(chunk), chunk.offset
+        words = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=2 * (off + n))
+        words = words[2 * off:].reshape(n, 2)
+        if (words[:, 1] != words[:, 0] >> 63).any():
+            raise FormatError(f"{path}: {TIME_COLUMN} holds values beyond the datetime64[ns] range "
+                              "(years 1677-2262).")
+        parts.append(words[:, 0])
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def _codes(col: pa.ChunkedArray) -> tuple[NDArray[np.int32], list[str]]:
+    """Per-row indices into one dictionary (in order of first appearance), and its values."""
+    if col.num_chunks == 0:
+        return np.empty(0, np.int32), []
+    col = col.unify_dictionaries()
+    labels: list[str] = col.chunk(0).dictionary.to_pylist()
+    idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
+    return idx.astype(np.int32, copy=False), labels
+
+
+def _quality_codes(col: pa.ChunkedArray, path: Path, column: str) -> NDArray[np.int8]:
+    idx, labels = _codes(col)
+    lut = np.array([_QUALITY_LOOKUP.get(x.strip().lower(), -1) for x in labels], dtype=np.int8)
+    unknown = [x for x, q in zip(labels, lut, strict=True) if q < 0]
+    if unknown:
+        row = int(np.argmax(np.isin(idx, np.flatnonzero(lut < 0))))
+        raise FormatError(
+            f"{path}: column {column!r} holds unknown quality name(s) {unknown[:5]} (first in data "
+            f"row {row + 1}); allowed: {', '.join(QUALITY_NAMES)} (any case) or 0-3."
+        )
+    return lut[idx] if lut.size else np.empty(0, np.int8)
+
+
+def _floats(col: pa.ChunkedArray, out: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """The column as float64 (empty cells NaN), copied once, into ``out`` if given."""
+    if out is None:
+        out = np.empty(len(col), np.float64)
+    pos = 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        out[pos:pos + n] = (pc.fill_null(chunk, np.nan) if chunk.null_count else chunk).to_numpy(
+            zero_copy_only=False)
+        pos += n
+    return out
+
+
+def _long_arrays(
+    table: pa.Table, path: Path, names: list[str] | None, variables: list[str], escaped: bool
+) -> tuple[list[str], NDArray[np.int64], dict[str, Any]]:
+    idx, labels = _codes(table.column("channel"))
+    labels = [_unprotect(x) for x in labels] if escaped else labels
+    if names is None:
+        names = labels
+    else:
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise FormatError(f"{path}: rows name channel(s) {unknown[:5]} that the header does "
+                              f"not list ({names[:10]}).")
+        lut = np.array([names.index(x) for x in labels], dtype=np.int32)
+        idx = lut[idx] if lut.size else idx
+    c = len(names)
+    if c == 0:
+        raise FormatError(f"{path} holds no rows, so no channels; a run needs at least one channel.")
+    counts = np.bincount(idx, minlength=c)
+    if (counts != counts[0]).any():
+        listed = ", ".join(f"{nm!r}: {k}" for nm, k in zip(names, counts.tolist(), strict=True))
+        raise FormatError(
+            f"{path}: channels have different numbers of samples ({listed}); the long form "
+            "needs one row per sample for every channel, at the same timestamps."
+        )
+    n = int(counts[0])
+    t = _times_ns(table.column(TIME_COLUMN), path)
+    cols = {v: table.column(v) for v in variables}
+    if (idx.reshape(n, c) == np.arange(c)).all() and not (np.diff(t[::c]) < 0).any():
+        t2 = t.reshape(n, c).T  # the layout save_csv writes: time-major, channels in order
+        order = None
+    else:
+        order = np.lexsort((t, idx))  # stable: ties keep the file's order
+        t2 = t[order].reshape(c, n)
+    differ = t2 != t2[:1]
+    if differ.any():
+        ch, k = np.argwhere(differ)[0]
+        raise FormatError(
+            f"{path}: channel {names[ch]!r} has timestamps that differ from channel {names[0]!r} "
+            f"(sample {k}: {t2[ch, k]} ns vs {t2[0, k]} ns); the long form needs every channel "
+            "sampled at the same times."
+        )
+
+    def arrange(a: NDArray[Any]) -> NDArray[Any]:
+        return np.ascontiguousarray(a.reshape(n, c).T if order is None else a[order].reshape(c, n))
+
+    arrays: dict[str, Any] = {
+        v: arrange(_quality_codes(cols[v], path, v) if v == "quality" else _floats(cols[v]))
+        for v in variables
+    }
+    return names, t2[0].copy(), arrays
+
+
+def _wide_arrays(
+    table: pa.Table, path: Path, names: list[str], variables: list[str]
+) -> tuple[NDArray[np.int64], dict[str, Any]]:
+    t = _times_ns(table.column(TIME_COLUMN), path)
+    arrays: dict[str, Any] = {}
+    for v in variables:
+        out = np.empty((len(names), len(t)), np.int8 if v == "quality" else np.float64)
+        for i, nm in enumerate(names):
+            col = table.column(f"{v}:{nm}")
+            if v == "quality":
+                out[i] = _quality_codes(col, path, f"{v}:{nm}")
+            else:
+                _floats(col, out[i])
+        arrays[v] = out
+    return t, arrays
+
+
+def _header_channels(header: dict[str, Any]) -> tuple[Channel, ...]:
+    return tuple(
+        Channel(c["name"], c["unit"], range=(c["range_min"], c["range_max"]),
+                calibration=Calibration(c["cal_slope"], c["cal_offset"], c["cal_date"]))
+        for c in header["channels"]
+    )
+
+
+def _stable_id(path: Path, size: int) -> str:
+    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as f:
+        h.update(f.read(1 << 16))
+        f.seek(max(size - (1 << 16), 0))
+        h.update(f.read())
+    return str(uuid.UUID(bytes=h.digest(), version=4))
+
+
+def _plain_attrs(path: Path, size: int, t: NDArray[np.int64]) -> dict[str, Any]:
+    rate = 1.0
+    if len(t) > 1:
+        step = float(np.median(np.diff(t)))
+        rate = 1e9 / step if step > 0 else 1.0
+    created: Any = (t[:1].view("datetime64[ns]")[0] if len(t) else
+                    _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC))
+    return run_attrs(id=_stable_id(path, size), name=path.stem, description="",
+                     created_at=iso_utc(created), sample_rate=rate, metadata={}, calibrated=False)
+
+
+def _read_arrays(
+    path: Path, prelude: _Prelude, layout: str, names: list[str] | None, variables: list[str],
+    time_type: pa.DataType,
+) -> tuple[list[str], NDArray[np.int64], dict[str, Any]]:
+    """Check the columns, parse the rows; channel names, times (ns) and (channel, time) arrays."""
+    columns, escaped = prelude.columns, prelude.header is not None
+    float_t, dict_t = pa.float64(), pa.dictionary(pa.int32(), pa.string())
+    if layout == "csv":
+        _check_columns(path, columns, [*LONG_COLUMNS, *variables[2:]])
+        types = {TIME_COLUMN: time_type, "value": float_t, "channel": dict_t, "quality": dict_t,
+                 "raw": float_t}
+        table = _read_table(path, prelude, {k: types[k] for k in columns})
+        return _long_arrays(table, path, names, variables, escaped)
+    if names is None:
+        names = list(dict.fromkeys(c[6:] for c in columns if c.startswith("value:")))
+    _check_columns(path, columns, [TIME_COLUMN] + [f"{v}:{nm}" for nm in names for v in variables])
+    table = _read_table(path, prelude, {
+        k: time_type if k == TIME_COLUMN else dict_t if k.startswith("quality:") else float_t
+        for k in columns})
+    return names, *_wide_arrays(table, path, names, variables)
+
+
+def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
+    """Read a CSV run written by :func:`save_csv` or by the seed (long or wide, detected).
+
+    ``chunks`` (as in xarray) returns the run dask-backed; the file is read eagerly.
+    Corrupt, truncated or foreign files raise :class:`~daqlab.FormatError`.
+    """
+    path = Path(path)
+    prelude = _read_prelude(path)
+    header = prelude.header
+    var_attrs: dict[str, dict[str, Any]] = {}
+    if header is None:
+        layout = _layout(prelude.columns)
+        if layout is None:
+            raise FormatError(
+                f"{path} is not a daqlab CSV: its columns are {prelude.columns[:8]}; expected the "
+                f"long layout {','.join(LONG_COLUMNS)} or the wide one {TIME_COLUMN},"
+                "value:<channel>,quality:<channel>,..."
+            )
+        names, t, arrays = _read_arrays(path, prelude, layout, None, ["value", "quality"],
+                                        pa.decimal128(20, 6))
+        try:
+            channels = tuple(Channel(nm) for nm in names)
+        except ValueError as exc:
+            raise FormatError(f"{path} does not hold a valid run: {exc}") from None
+        attrs = _plain_attrs(path, prelude.size, t)
+    else:
+        if not prelude.ends_with_newline:
+            raise FormatError(f"{path} does not end with a line break: it was truncated.")
+        try:
+            channels = _header_channels(header)
+            attrs = _decode_attrs({"attrs": header["attrs"], "types": header["attr_types"]})
+            var_attrs = {k: _decode_attrs(enc) for k, enc in header["var_attrs"].items()}
+            cal_dates = np.array([to_datetime64(c["cal_date"], what="cal_date")
+                                  for c in header["channels"]], dtype="datetime64[ns]")
+        except (ValueError, KeyError, TypeError) as exc:  # ChannelError etc. are ValueErrors
+            raise FormatError(f"{path}: the '# daqlab-csv' header line is damaged ({exc}).") from None
+        time_type = pa.int64() if header["timestamp_decimals"] == 0 else pa.decimal128(20, 6)
+        names, t, arrays = _read_arrays(path, prelude, header["format"],
+                                        [c.name for c in channels], header["variables"], time_type)
+        if len(t) != header["samples"]:
+            raise FormatError(f"{path}: the header promises {header['samples']} sample(s) per "
+                              f"channel but the file holds {len(t)}; it was truncated or edited.")
+    value, quality = arrays["value"], arrays["quality"]
+    quality[~np.isfinite(value) & (quality == Quality.GOOD)] = Quality.BAD  # as make_run does
+    run = assemble_run(value, quality, t.view("datetime64[ns]"), channels, attrs)
+    if "raw" in arrays:
+        run["raw"] = (("channel", "time"), arrays["raw"])
+    if header is not None:  # exactly as saved (Calibration keeps only microseconds)
+        run["cal_date"] = ("channel", cal_dates)
+    for k, decoded in var_attrs.items():
+        if k in run.variables:
+            run.variables[k].attrs = decoded
+    try:
+        validate(run, check_data=False)  # the data checks hold by construction
+    except SchemaError as exc:
+        raise FormatError(f"{path} does not hold a valid run: {exc}") from None
+    return run.chunk(chunks) if chunks is not None else run
+
+
+def sniff_csv(head: bytes) -> str | None:
+    """``"csv"`` or ``"csv-wide"`` if ``head`` (a file's first bytes) starts a CSV run, else None.
+
+    >>> sniff_csv(b'# daqlab-csv {"format": "csv-wide", "schema_version": 1')
+    'csv-wide'
+    >>> sniff_csv(b"\\x89HDF\\r\\n\\x1a\\n") is None
+    True
+    """
+    head = head.removeprefix(_BOM)
+    m = re.match(rb'# daqlab-csv \{"format": "(csv|csv-wide)"', head)
+    if m:
+        return m.group(1).decode()
+    for raw in head.split(b"\n"):
+        if raw.startswith(b"#") or not raw.strip():
+            continue
+        try:
+            columns = next(csv.reader([raw.decode("utf-8").rstrip("\r")]))
+        except (UnicodeDecodeError, csv.Error):
+            return None
+        if sorted(columns) == sorted(LONG_COLUMNS):
+            return "csv"
+        return "csv-wide" if _layout(columns) == "csv-wide" else None
+    return None

@@ -1,0 +1,1013 @@
+"""Runs in the seed's HDF5 layout, so that files of the Rust DAQ application open as runs.
+
+Layout written by :func:`save_seed` (HDF5 through h5py with
+``libver=("earliest", "v110")``, contiguous datasets, no filters)::
+
+    /data                                group; attribute daqlab_channels: JSON list of the
+                                         channel names in run order (the group also tracks
+                                         creation order)
+    /data/<channel>                      one group per channel, named exactly like the channel
+        attributes  unit (str), range_min, range_max, cal_slope, cal_offset (float64),
+                    cal_date (ISO 8601 UTC text with nanoseconds and a Z, "" when none)
+        timestamps     (N,) float64   seconds since 1970-01-01T00:00:00Z (the Rust layout)
+        timestamps_ns  (N,) int64     the same instants, exact, in nanoseconds since the epoch
+        values         (N,) float64   raw values as acquired
+        quality        (N,) int8      daqlab.Quality flags (flag_values / flag_meanings)
+        physical       (N,) float64   only in calibrated runs: the calibrated values
+    /metadata                            group; the run's attributes as HDF5 attributes:
+        id, name, description, created_at (str), sample_rate (float64),
+        metadata (JSON text), calibrated (int8 0/1), the run's other attributes,
+        daqlab_version (str), daqlab_schema_version (int32),
+        daqlab_attrs (JSON note: which attributes are stored as JSON or as int8 bools),
+        daqlab_variable_attrs (JSON: the attributes of the run's variables),
+        daqlab_raw_variable (int8: 1 when the run had a ``raw`` variable)
+
+Attributes HDF5 holds natively (str without NUL, Python int and float) are
+stored as they are; bools as int8; anything else (dicts, lists, None, numpy
+scalars and arrays, ...) as tagged JSON text, listed in ``daqlab_attrs`` so
+that opening restores exactly what was saved. In a calibrated run ``values``
+holds the ``raw`` variable (when the run has none, ``(value - cal_offset) /
+cal_slope``, which is only for other readers: daqlab then restores no ``raw``)
+and ``physical`` holds ``value``.
+
+Reading rules (:func:`open_seed`)
+---------------------------------
+* **Time.** A channel's ``timestamps_ns`` is used when present and it agrees
+  with ``timestamps`` (same length, within 1 µs); otherwise (absent, or stale
+  because another program rewrote ``timestamps``) the float seconds are used,
+  **rounded to the nearest microsecond** (float64 seconds resolve about
+  0.24 µs today). Integer ``timestamps`` are whole seconds. Timestamps must be
+  finite and within datetime64[ns] (years 1678-2262).
+* **Channel order.** ``/data``'s ``daqlab_channels`` attribute when it names
+  exactly the channel groups; otherwise HDF5's order (creation order when the
+  group tracks it, else by name).
+* **Unsorted samples.** A channel whose timestamps step back is sorted by time
+  (stable, each value keeps its own timestamp; nothing is dropped).
+* **Alignment.** Channels whose time axes are identical share it as it is.
+  Otherwise the run's axis is the sorted union of all channels' timestamps (a
+  timestamp repeated k times within one channel appears k times), and each
+  channel's samples go to their timestamps; a channel's missing positions are
+  **gaps: NaN flagged BAD** (quality 2). Channels of different lengths, offsets
+  or rates are aligned the same way. No channel with any sample gives a run of
+  0 samples; an empty ``/data`` gives a run of 0 channels and 0 samples.
+* **Quality.** A stored ``quality`` is kept (NaN/inf flagged GOOD become BAD);
+  without one, NaN/inf are flagged BAD and values outside the channel's range
+  SUSPECT, as :func:`daqlab.make_run` does.
+* **Files written by daqlab** (``/metadata`` has ``daqlab_schema_version``)
+  give back the run as saved; a newer schema version is refused.
+* **Other files (the Rust application)**, defaults: ``unit`` "" (or a channel
+  attribute ``unit``/``units``, or ``/metadata`` ``units`` as a text for every
+  channel or a channel -> unit mapping), NaN range, identity calibration (or
+  the channel attributes above when present). From ``/metadata``, whose entries
+  may be attributes or scalar/small datasets, str or bytes, and nested groups:
+  ``name`` (else the file's stem), ``description`` (else ""), ``sample_rate``
+  (aliases ``sample_rate_hz``, ``sampling_rate``, ``rate``, ``fs``; else
+  1e9 / the median positive step between consecutive timestamps of all
+  channels, in ns; else 1.0 Hz), ``created_at`` (aliases ``created``,
+  ``start_time``; ISO text, or numbers as seconds since the epoch; else the
+  first timestamp; else the epoch), ``id`` (aliases ``uuid``, ``run_id``; when
+  missing or not a UUID: a UUID4-shaped id derived from a SHA-256 of the
+  channel names, timestamps and values, so reopening a file gives the same
+  id). A recognised entry that cannot be used stays in ``metadata``; every
+  other entry goes to ``metadata`` (a JSON string in an entry named
+  ``metadata`` is merged into it).
+* **Memory.** The samples are read into memory; ``chunks`` then gives a
+  dask-backed ``value``/``quality``/``raw`` (the per-channel coordinates stay numpy).
+* **Errors.** Corrupt, truncated or foreign files (not HDF5, no ``/data``,
+  a channel without ``values`` or timestamps, lengths that differ within a
+  channel, non-numeric or non-1-D datasets, NaN/out-of-range timestamps,
+  invalid channel names or calibrations) raise :class:`~daqlab.FormatError`
+  naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import NDArray
+
+from daqlab._version import __version__
+from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
+from daqlab.io._atomic import atomic_path
+from daqlab.model import Calibration, Channel, Quality, check_channel_name
+from daqlab.run import (
+    CHANNEL_COORDS,
+    SCHEMA_VERSION,
+    assemble_run,
+    channels_of,
+    check_metadata,
+    check_sample_rate,
+    flag_quality,
+    iso_utc,
+    validate,
+)
+
+__all__ = ["is_seed_file", "open_seed", "save_seed"]
+
+_LIBVER = ("earliest", "v110")  # readable by Debian's netCDF-C / HDF5 tools (FACTS.md)
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SCHEMA_ATTR = "daqlab_schema_version"
+_VERSION_ATTR = "daqlab_version"
+_NOTE_ATTR = "daqlab_attrs"
+_VAR_ATTRS_ATTR = "daqlab_variable_attrs"
+_RAW_ATTR = "daqlab_raw_variable"
+_ORDER_ATTR = "daqlab_channels"
+_RESERVED = {_SCHEMA_ATTR, _VERSION_ATTR, _NOTE_ATTR, _VAR_ATTRS_ATTR, _RAW_ATTR}
+_TAG = "__daqlab__"
+_EPOCH_UNITS_S = "seconds since 1970-01-01T00:00:00Z"
+_EPOCH_UNITS_NS = "nanoseconds since 1970-01-01T00:00:00Z"
+_MAX_SECONDS = 9.2e9  # |t| beyond this does not fit datetime64[ns]
+_STALE_TOLERANCE_S = 1e-6
+_DEFAULT_RATE = 1.0
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "uuid", "run_id"),
+    "name": ("name",),
+    "description": ("description",),
+    "created_at": ("created_at", "created", "start_time"),
+    "sample_rate": ("sample_rate", "sample_rate_hz", "sampling_rate", "rate", "fs"),
+}
+
+
+# --------------------------------------------------------------------------- attribute codec
+
+
+def _dumps(obj: Any) -> str:
+    text = json.dumps(obj, allow_nan=True, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escape them
+        text = json.dumps(obj, allow_nan=True)
+    return text
+
+
+def _tag(v: Any, where: str) -> Any:
+    """``v`` as JSON values; numpy objects, tuples and tag-like dicts are tagged."""
+    if v is None or (isinstance(v, (str, bool, int, float)) and not isinstance(v, np.generic)):
+        return v
+    if isinstance(v, np.ndarray):
+        kind = v.dtype.kind
+        flat = v.ravel()
+        if kind in "biuf":
+            data: list[Any] = flat.tolist()
+        elif kind in "mM":
+            data = flat.view(np.int64).tolist()
+        elif kind == "U":
+            data = flat.tolist()
+        elif kind == "S":
+            data = [b.decode("latin-1") for b in flat.tolist()]
+        elif kind == "O":
+            data = [_tag(x, where) for x in flat.tolist()]
+        else:
+            raise ConfigurationError(
+                f"{where}: a numpy array of dtype {v.dtype} cannot be stored in the seed HDF5 layout; "
+                "convert it, e.g. with .astype(float) or .tolist()."
+            )
+        return {_TAG: "ndarray", "dtype": v.dtype.str, "shape": list(v.shape), "data": data}
+    if isinstance(v, np.generic):
+        one = _tag(np.array([v]), where)
+        return {_TAG: "scalar", "dtype": one["dtype"], "value": one["data"][0]}
+    if isinstance(v, tuple):
+        return {_TAG: "tuple", "items": [_tag(x, where) for x in v]}
+    if isinstance(v, list):
+        return [_tag(x, where) for x in v]
+    if isinstance(v, Mapping):
+        bad = [k for k in v if not isinstance(k, str)]
+        if bad:
+            raise ConfigurationError(
+                f"{where}: dict keys must be str to be stored; got {bad[:5]}."
+            )
+        items = {k: _tag(x, where) for k, x in v.items()}
+        return {_TAG: "dict", "items": items} if _TAG in v else items
+    raise ConfigurationError(
+        f"{where}: a {type(v).__name__} ({v!r:.60}) cannot be stored in the seed HDF5 layout; "
+        "use str, numbers, bool, None, lists, dicts or numpy arrays."
+    )
+
+
+def _untag(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_untag(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    kind = v.get(_TAG)
+    if kind is None:
+        return {k: _untag(x) for k, x in v.items()}
+    if kind == "dict":
+        return {k: _untag(x) for k, x in v["items"].items()}
+    if kind == "tuple":
+        return tuple(_untag(x) for x in v["items"])
+    dtype = np.dtype(v["dtype"])
+    if kind == "scalar":
+        arr = _untag({_TAG: "ndarray", "dtype": v["dtype"], "shape": [], "data": [v["value"]]})
+        return arr[()]
+    if kind != "ndarray":
+        raise ValueError(f"unknown tag {kind!r}")
+    shape = tuple(int(s) for s in v["shape"])
+    data = v["data"]
+    if dtype.kind in "mM":
+        out = np.array(data, dtype=np.int64).view(dtype)
+    elif dtype.kind == "S":
+        out = np.array([s.encode("latin-1") for s in data], dtype=dtype)
+    elif dtype.kind == "O":
+        out = np.empty(len(data), dtype=object)
+        for i, x in enumerate(data):  # attribute items, not samples
+            out[i] = _untag(x)
+    else:
+        out = np.array(data, dtype=dtype)
+    return out.reshape(shape)
+
+
+def _native(v: Any) -> bool:
+    """True when HDF5 stores ``v`` as an attribute and h5py gives it back as the same value."""
+    if type(v) is str:
+        if "\x00" in v:
+            return False
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if type(v) is int:
+        return bool(-(2**63) <= v < 2**63)
+    return type(v) is float
+
+
+def _encode_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
+    """The run's attributes as HDF5 attribute values, plus the note that decodes them."""
+    out: dict[str, Any] = {}
+    note: dict[str, list[str]] = {"bool": [], "json": []}
+    for k, v in attrs.items():
+        if not isinstance(k, str):
+            raise ConfigurationError(f"attribute names must be str to be stored; got {k!r}.")
+        if k in _RESERVED:
+            raise ConfigurationError(
+                f"attribute {k!r} is reserved by the seed HDF5 layout; rename it."
+            )
+        if isinstance(v, (bool, np.bool_)):
+            out[k] = np.int8(bool(v))
+            note["bool"].append(k)
+        elif _native(v):
+            out[k] = v
+        else:
+            out[k] = _dumps(_tag(v, f"attribute {k!r}"))
+            note["json"].append(k)
+    out[_VERSION_ATTR] = __version__
+    out[_SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
+    out[_NOTE_ATTR] = json.dumps(note)
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _iso_ns(date: np.datetime64) -> str:
+    return "" if np.isnat(date) else f"{np.datetime_as_string(date.astype('datetime64[ns]'), unit='ns')}Z"
+
+
+def _variable_attrs(run: xr.Dataset) -> str:
+    return _dumps(
+        {str(name): _tag(dict(var.attrs), f"attributes of {name!r}")
+         for name, var in run.variables.items() if var.attrs}
+    )
+
+
+def _verify(tmp: Path, names: list[str], t_ns: NDArray[np.int64], raw: NDArray[np.float64]) -> None:
+    """Reopen what was written; compare channels, lengths and the last samples."""
+    problems: list[str] = []
+    with h5py.File(tmp, "r") as f:
+        data = f["data"]
+        if sorted(data) != sorted(names):
+            problems.append("channel groups differ")
+        else:
+            tail = slice(max(0, t_ns.size - 1024), None)
+            for i, name in enumerate(names):
+                g = data[name]
+                if g["values"].shape != (t_ns.size,) or g["timestamps_ns"].shape != (t_ns.size,):
+                    problems.append(f"length of channel {name!r} differs")
+                elif not (np.array_equal(g["timestamps_ns"][tail], t_ns[tail])
+                          and np.array_equal(g["values"][tail], raw[i, tail], equal_nan=True)):
+                    problems.append(f"last samples of channel {name!r} differ")
+    if problems:
+        raise StorageError(
+            errno.EIO, f"check of the file written for {tmp.name} failed ({'; '.join(problems)}); "
+            "it was not renamed into place."
+        )
+
+
+def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
+    """Write ``run`` in the seed's HDF5 layout (see the module docstring); return ``path``.
+
+    Written under a hidden temporary name, checked, then renamed into place; an
+    existing file is kept unless ``overwrite=True``.
+
+    >>> import tempfile, pathlib, daqlab as dl
+    >>> run = dl.make_run([[1.0, np.nan]], [dl.Channel("T (°C)", "degC")], sample_rate=10.0,
+    ...                   start="2024-01-01T00:00:00.000000001Z")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = save_seed(run, pathlib.Path(d) / "run.h5")
+    ...     back = open_seed(p)
+    >>> back.identical(run), str(back.time.values[0])
+    (True, '2024-01-01T00:00:00.000000001')
+    """
+    path = Path(path)
+    validate(run)
+    extra = sorted(set(map(str, run.coords)) - {"channel", "time", *CHANNEL_COORDS})
+    if extra:
+        raise ConfigurationError(
+            f"the seed HDF5 layout stores only the run schema's coordinates; this run also has "
+            f"{extra}. Drop them first (run.drop_vars({extra!r})) or save as NetCDF."
+        )
+    run = run.compute()
+    calibrated = bool(run.attrs["calibrated"])
+    has_raw = calibrated and "raw" in run.data_vars
+    chans = channels_of(run)
+    names = [c.name for c in chans]
+    t_ns = np.ascontiguousarray(run["time"].values).view(np.int64)
+    t_s = t_ns / 1e9
+    value = np.asarray(run["value"].values, dtype=np.float64)
+    quality = np.asarray(run["quality"].values, dtype=np.int8)
+    if not calibrated:
+        raw = value
+    elif has_raw:
+        raw = np.asarray(run["raw"].values, dtype=np.float64)
+    else:
+        slope = run["cal_slope"].values[:, np.newaxis]
+        offset = run["cal_offset"].values[:, np.newaxis]
+        with np.errstate(all="ignore"):
+            raw = (value - offset) / slope
+    meta = _encode_attrs(run.attrs)
+    meta[_RAW_ATTR] = np.int8(has_raw)
+    meta[_VAR_ATTRS_ATTR] = _variable_attrs(run)
+    flag_values = np.array([int(q) for q in Quality], dtype=np.int8)
+    # per channel and sample: value, raw/physical, float and int64 times, quality
+    estimate = value.size * (8 * 4 + 1 + (8 if calibrated else 0))
+    with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            data = f.create_group("data", track_order=True)
+            data.attrs[_ORDER_ATTR] = _dumps(names)
+            for i, ch in enumerate(chans):
+                g = data.create_group(ch.name)
+                g.attrs["unit"] = ch.unit
+                g.attrs["range_min"] = ch.range_min
+                g.attrs["range_max"] = ch.range_max
+                g.attrs["cal_slope"] = ch.calibration.slope
+                g.attrs["cal_offset"] = ch.calibration.offset
+                g.attrs["cal_date"] = _iso_ns(run["cal_date"].values[i])
+                ds = g.create_dataset("timestamps", data=t_s)
+                ds.attrs["units"] = _EPOCH_UNITS_S
+                ds = g.create_dataset("timestamps_ns", data=t_ns)
+                ds.attrs["units"] = _EPOCH_UNITS_NS
+                ds.attrs["comment"] = "exact timestamps; daqlab prefers them to the float seconds"
+                ds = g.create_dataset("values", data=raw[i])
+                ds.attrs["long_name"] = "raw sample value as acquired"
+                ds = g.create_dataset("quality", data=quality[i])
+                ds.attrs["flag_values"] = flag_values
+                ds.attrs["flag_meanings"] = Quality.meanings()
+                if calibrated:
+                    ds = g.create_dataset("physical", data=value[i])
+                    ds.attrs["long_name"] = "calibrated value: cal_slope * values + cal_offset"
+                    ds.attrs["units"] = ch.unit
+            md = f.create_group("metadata")
+            for k, v in meta.items():
+                md.attrs[k] = v
+        _verify(tmp, names, t_ns, raw)
+    return path
+
+
+# --------------------------------------------------------------------------- reading helpers
+
+
+def _py(v: Any) -> Any:
+    """An HDF5 attribute or dataset value as plain JSON-like Python values."""
+    if isinstance(v, (bytes, np.bytes_)):
+        return bytes(v).decode("utf-8", errors="replace")
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return _py(v[()])
+        return [_py(x) for x in v.tolist()]
+    if isinstance(v, (list, tuple)):
+        return [_py(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, h5py.Empty) or v is None:
+        return None
+    return str(v)
+
+
+def _read_group(g: Any) -> dict[str, Any]:
+    """Attributes, then datasets and subgroups (as dicts) of an HDF5 group, raw values."""
+    out: dict[str, Any] = {}
+    for k in g.attrs:
+        try:
+            out[k] = g.attrs[k]
+        except (OSError, TypeError, ValueError) as exc:
+            out[k] = f"<unreadable attribute: {exc}>"
+    for k in g:
+        if k in out:
+            continue
+        obj = g.get(k)
+        if isinstance(obj, h5py.Group):
+            out[k] = {kk: _py(vv) for kk, vv in _read_group(obj).items()}
+        elif isinstance(obj, h5py.Dataset):
+            try:
+                out[k] = obj[()]
+            except (OSError, TypeError, ValueError) as exc:
+                out[k] = f"<unreadable dataset: {exc}>"
+    return out
+
+
+def _read_metadata(f: Any, path: Path) -> dict[str, Any]:
+    obj = f.get("metadata")
+    if obj is None:
+        return {}
+    if isinstance(obj, h5py.Group):
+        return _read_group(obj)
+    if isinstance(obj, h5py.Dataset):  # e.g. one JSON text
+        value = _py(obj[()])
+        if isinstance(value, str):
+            try:
+                loaded = json.loads(value)
+            except json.JSONDecodeError:
+                loaded = None
+            if isinstance(loaded, dict):
+                return loaded
+        return {"metadata": value}
+    raise FormatError(f"{path}: /metadata is neither a group nor a dataset.")
+
+
+@dataclass
+class _Chan:
+    name: str
+    times: NDArray[np.int64]
+    values: NDArray[np.float64]
+    quality: NDArray[np.int8] | None
+    physical: NDArray[np.float64] | None
+    attrs: dict[str, Any]
+    values_attrs: dict[str, Any]
+
+
+def _read_1d(g: Any, key: str, where: str, kinds: str) -> NDArray[Any]:
+    obj = g.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        raise FormatError(f"{where}: {key!r} is not a dataset.")
+    if obj.shape is None or len(obj.shape) != 1:
+        raise FormatError(f"{where}: {key!r} must be a 1-D dataset; has shape {obj.shape}.")
+    if obj.dtype.kind not in kinds:
+        raise FormatError(f"{where}: {key!r} holds {obj.dtype}, not numbers.")
+    arr: NDArray[Any] = np.asarray(obj[()])
+    return arr
+
+
+def _seconds_to_ns(t: NDArray[Any], where: str) -> NDArray[np.int64]:
+    """Seconds since the epoch to int64 ns: floats rounded to the microsecond, ints exact."""
+    if t.dtype.kind in "iu":
+        bad = np.abs(t.astype(np.float64)) > _MAX_SECONDS
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise FormatError(
+                f"{where}: timestamp {i} is {int(t[i])} s, outside datetime64[ns] (years 1678-2262)."
+            )
+        return t.astype(np.int64) * np.int64(1_000_000_000)
+    tf = t.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(tf) | (np.abs(tf) > _MAX_SECONDS)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(
+            f"{where}: timestamp {i} is {float(tf[i])!r} s ({int(bad.sum())} bad in all); timestamps must be "
+            "finite seconds since 1970-01-01 within datetime64[ns] (years 1678-2262)."
+        )
+    micro = np.rint(tf * 1e6).astype(np.int64)
+    return micro * np.int64(1000)
+
+
+def _exact_ns(t: NDArray[Any], where: str) -> NDArray[np.int64]:
+    if t.dtype.kind == "u" and t.size and t.max() > np.iinfo(np.int64).max:
+        raise FormatError(f"{where}: 'timestamps_ns' holds values beyond int64.")
+    out = t.astype(np.int64)
+    if (out == np.iinfo(np.int64).min).any():
+        raise FormatError(f"{where}: 'timestamps_ns' holds NaT (-2**63).")
+    return out
+
+
+def _read_channel(data: Any, name: str, path: Path) -> _Chan:
+    where = f"{path}: channel {name!r} (/data/{name})"
+    try:
+        check_channel_name(name)
+    except ValueError as exc:
+        raise FormatError(f"{path}: channel {name!r} cannot be used: {exc}") from None
+    g = data.get(name)
+    if not isinstance(g, h5py.Group):
+        kind = type(g).__name__ if g is not None else "broken link"
+        raise FormatError(
+            f"{where} is a {kind}, not a channel group holding 'timestamps' and 'values'."
+        )
+    if "values" not in g:
+        raise FormatError(f"{where} has no 'values' dataset; it has {sorted(g)}.")
+    if "timestamps" not in g and "timestamps_ns" not in g:
+        raise FormatError(f"{where} has no 'timestamps' dataset; it has {sorted(g)}.")
+    values = _read_1d(g, "values", where, "biuf").astype(np.float64)
+    t_float = _read_1d(g, "timestamps", where, "iuf") if "timestamps" in g else None
+    t_exact = (_exact_ns(_read_1d(g, "timestamps_ns", where, "iu"), where)
+               if "timestamps_ns" in g else None)
+    times: NDArray[np.int64]
+    if t_exact is not None and (t_float is None or _agrees(t_float, t_exact)):
+        times = t_exact
+    else:
+        assert t_float is not None
+        times = _seconds_to_ns(t_float, where)
+    n = values.shape[0]
+    if times.shape[0] != n:
+        raise FormatError(
+            f"{where} has {times.shape[0]} timestamps but {n} values; every sample needs exactly "
+            "one timestamp. The file is truncated or damaged."
+        )
+    quality: NDArray[np.int8] | None = None
+    if "quality" in g:
+        q = _read_1d(g, "quality", where, "iu")
+        if q.shape[0] != n:
+            raise FormatError(f"{where} has {q.shape[0]} quality flags but {n} values.")
+        allowed = [int(x) for x in Quality]
+        if q.size and not np.isin(q, allowed).all():
+            found = sorted(set(np.unique(q).tolist()) - set(allowed))[:5]
+            raise FormatError(f"{where}: quality holds {found}, outside {allowed} (daqlab.Quality).")
+        quality = q.astype(np.int8)
+    physical: NDArray[np.float64] | None = None
+    if "physical" in g:
+        physical = _read_1d(g, "physical", where, "biuf").astype(np.float64)
+        if physical.shape[0] != n:
+            raise FormatError(f"{where} has {physical.shape[0]} physical values but {n} values.")
+    if n > 1 and (np.diff(times) < 0).any():
+        order = np.argsort(times, kind="stable")
+        times, values = times[order], values[order]
+        quality = None if quality is None else quality[order]
+        physical = None if physical is None else physical[order]
+    attrs = {k: _py(v) for k, v in _read_group_attrs(g).items()}
+    values_attrs = {k: _py(v) for k, v in _read_group_attrs(g["values"]).items()}
+    return _Chan(name, times, values, quality, physical, attrs, values_attrs)
+
+
+def _read_group_attrs(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in obj.attrs:
+        try:
+            out[k] = obj.attrs[k]
+        except (OSError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _agrees(t_float: NDArray[Any], t_exact: NDArray[np.int64]) -> bool:
+    """True when the exact ns copy still describes the float seconds (not stale)."""
+    if t_float.shape != t_exact.shape:
+        return False
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(t_float.astype(np.float64) - t_exact / 1e9)
+    return bool(np.all(diff <= _STALE_TOLERANCE_S))
+
+
+def _channel_order(data: Any, path: Path) -> list[str]:
+    names = [str(k) for k in data]
+    stored = data.attrs.get(_ORDER_ATTR)
+    if stored is not None:
+        try:
+            order = json.loads(_py(stored))
+        except (json.JSONDecodeError, TypeError):
+            order = None
+        if isinstance(order, list) and sorted(map(str, order)) == sorted(names):
+            return [str(n) for n in order]
+    return names
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def _union_axis(times: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
+    """Sorted union of sorted timestamp arrays; a value repeated k times in one channel appears k times."""
+    uniq, counts = [], []
+    for t in times:
+        u, c = np.unique(t, return_counts=True)
+        uniq.append(u)
+        counts.append(c)
+    allu = np.concatenate(uniq) if uniq else np.empty(0, np.int64)
+    allc = np.concatenate(counts) if counts else np.empty(0, np.int64)
+    if allu.size == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(allu, kind="stable")
+    allu, allc = allu[order], allc[order]
+    starts = np.flatnonzero(np.r_[True, allu[1:] != allu[:-1]])
+    return np.repeat(allu[starts], np.maximum.reduceat(allc, starts)).astype(np.int64)
+
+
+def _positions(axis: NDArray[np.int64], t: NDArray[np.int64]) -> NDArray[np.intp]:
+    """Index in ``axis`` of each sample of sorted ``t`` (the k-th repeat to the k-th slot)."""
+    occurrence = np.arange(t.size) - np.searchsorted(t, t, side="left")
+    pos: NDArray[np.intp] = np.searchsorted(axis, t, side="left") + occurrence
+    return pos
+
+
+def _common_axis(chans: list[_Chan]) -> tuple[NDArray[np.int64], bool]:
+    """The run's time axis, and whether every channel has exactly that axis."""
+    same = bool(chans) and all(np.array_equal(ch.times, chans[0].times) for ch in chans[1:])
+    return (chans[0].times if same else _union_axis([ch.times for ch in chans])), same
+
+
+def _fill(
+    chans: list[_Chan], axis: NDArray[np.int64], same: bool, calibrated: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.int8], NDArray[np.bool_]]:
+    """Values (physical when calibrated), raw, quality and which channels had stored quality.
+
+    Positions a channel has no sample for stay NaN, flagged BAD.
+    """
+    c, n = len(chans), axis.size
+    value = np.full((c, n), np.nan)
+    raw = np.full((c, n), np.nan) if calibrated else None
+    quality = np.full((c, n), np.int8(Quality.BAD), dtype=np.int8)
+    stored = np.array([ch.quality is not None for ch in chans], dtype=bool)
+    for i, ch in enumerate(chans):
+        pos: slice | NDArray[np.intp] = slice(None) if same else _positions(axis, ch.times)
+        if calibrated:
+            assert raw is not None
+            assert ch.physical is not None
+            value[i, pos] = ch.physical
+            raw[i, pos] = ch.values
+        else:
+            value[i, pos] = ch.values
+        quality[i, pos] = ch.quality if ch.quality is not None else np.int8(Quality.GOOD)
+    return value, raw, quality, stored
+
+
+# --------------------------------------------------------------------------- attributes on read
+
+
+def _parse_time(v: Any) -> np.datetime64 | None:
+    """ISO text (any offset) or seconds since the epoch as datetime64[ns]; None if unusable."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        if not math.isfinite(v) or abs(v) > _MAX_SECONDS:
+            return None
+        us: np.datetime64 = np.datetime64(round(v * 1e6), "us").astype("datetime64[ns]")
+        return us
+    if not isinstance(v, str) or not v.strip() or v.strip().lower() in ("now", "today", "nat"):
+        return None
+    try:
+        ts: Any = pd.Timestamp(v.strip())  # NaT for some texts, whatever the stubs say
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if pd.isna(ts):
+        return None
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    out: np.datetime64 = np.datetime64(int(ts.as_unit("ns").value), "ns")
+    return out
+
+
+def _as_uuid(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return str(uuid.UUID(v))
+    except ValueError:
+        return None
+
+
+def _content_id(chans: list[_Chan]) -> str:
+    h = hashlib.sha256()
+    for ch in chans:
+        h.update(ch.name.encode("utf-8", "surrogatepass") + b"\0")
+        h.update(np.ascontiguousarray(ch.times).tobytes())
+        h.update(np.ascontiguousarray(ch.values).tobytes())
+    return str(uuid.UUID(bytes=h.digest()[:16], version=4))
+
+
+def _estimate_rate(chans: list[_Chan]) -> float | None:
+    steps = [np.diff(ch.times) for ch in chans if ch.times.size > 1]
+    allsteps = np.concatenate(steps) if steps else np.empty(0, np.int64)
+    allsteps = allsteps[allsteps > 0]
+    if allsteps.size == 0:
+        return None
+    return float(1e9 / float(np.median(allsteps)))
+
+
+class _Defaults:
+    """The defaults for attributes a file does not give, computed when asked for."""
+
+    def __init__(self, path: Path, chans: list[_Chan], axis: NDArray[np.int64]) -> None:
+        self.path, self.chans, self.axis = path, chans, axis
+
+    def value(self, key: str) -> Any:
+        if key == "name":
+            return self.path.stem
+        if key == "description":
+            return ""
+        if key == "created_at":
+            first = self.axis[0] if self.axis.size else np.int64(0)
+            return iso_utc(np.datetime64(int(first), "ns"))
+        if key == "sample_rate":
+            rate = _estimate_rate(self.chans)
+            return _DEFAULT_RATE if rate is None else rate
+        if key == "id":
+            return _content_id(self.chans)
+        if key == "metadata":
+            return {}
+        if key == "calibrated":
+            return False
+        raise KeyError(key)
+
+
+def _use(key: str, v: Any) -> Any:
+    """A /metadata value for run attribute ``key``, or None when it cannot be used."""
+    if key in ("name", "description"):
+        return v if isinstance(v, str) else (str(v) if isinstance(v, (int, float)) else None)
+    if key == "created_at":
+        t = _parse_time(v)
+        return None if t is None else iso_utc(t)
+    if key == "sample_rate":
+        try:
+            return check_sample_rate(v)
+        except ValueError:
+            return None
+    if key == "id":
+        return _as_uuid(v)
+    raise KeyError(key)
+
+
+def _foreign_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) -> tuple[dict[str, Any], Any]:
+    """Run attributes of a file daqlab did not write; also returns the /metadata units entry."""
+    meta = {k: _py(v) for k, v in meta_raw.items()}
+    attrs: dict[str, Any] = {}
+    for key, aliases in _ALIASES.items():
+        for alias in aliases:
+            if alias in meta:
+                used = _use(key, meta[alias])
+                if used is not None:
+                    attrs[key] = used
+                    del meta[alias]
+                    break
+        if key not in attrs:
+            attrs[key] = defaults.value(key)
+    units = None
+    for k in ("units", "unit"):
+        if k in meta:
+            units = meta.pop(k)
+            break
+    inner = meta.get("metadata")
+    if isinstance(inner, str):
+        try:
+            loaded = json.loads(inner)
+        except json.JSONDecodeError:
+            loaded = None
+        if isinstance(loaded, dict):
+            del meta["metadata"]
+            meta = {**{str(k): v for k, v in loaded.items()}, **meta}
+    try:
+        attrs["metadata"] = check_metadata(meta)
+    except ValueError as exc:
+        raise FormatError(f"{path}: /metadata cannot be kept as run metadata: {exc}") from None
+    attrs["calibrated"] = False
+    return attrs, units
+
+
+def _daqlab_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) -> tuple[dict[str, Any], bool]:
+    """Run attributes of a file save_seed wrote: decode its note; fill what is missing."""
+    attrs = dict(meta_raw)
+    attrs.pop(_SCHEMA_ATTR, None)
+    attrs.pop(_VERSION_ATTR, None)
+    attrs.pop(_VAR_ATTRS_ATTR, None)
+    has_raw = bool(_py(attrs.pop(_RAW_ATTR, 0)))
+    try:
+        note = json.loads(_py(attrs.pop(_NOTE_ATTR, "{}")))
+        json_keys = [str(k) for k in note.get("json", [])]
+        bool_keys = [str(k) for k in note.get("bool", [])]
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise FormatError(
+            f"{path}: /metadata attribute {_NOTE_ATTR!r} is not a valid note ({exc})."
+        ) from None
+    for k, v in list(attrs.items()):
+        if k in json_keys:
+            try:
+                attrs[k] = _untag(json.loads(_py(v)))
+            except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+                raise FormatError(
+                    f"{path}: /metadata attribute {k!r} is not valid JSON ({exc}); the file was "
+                    "damaged or edited by another tool."
+                ) from None
+        elif k in bool_keys:
+            attrs[k] = bool(_py(v))
+        elif isinstance(v, (bytes, np.bytes_, np.generic)):
+            attrs[k] = _py(v)
+    for key in ("id", "name", "description", "created_at", "sample_rate", "metadata", "calibrated"):
+        if key not in attrs:
+            attrs[key] = defaults.value(key)
+    return attrs, has_raw
+
+
+def _check_schema(meta_raw: dict[str, Any], path: Path) -> None:
+    raw = _py(meta_raw[_SCHEMA_ATTR])
+    try:
+        version = int(raw[0] if isinstance(raw, list) and len(raw) == 1 else raw)
+    except (TypeError, ValueError):
+        raise FormatError(f"{path}: /metadata {_SCHEMA_ATTR} is {raw!r}, not an integer version.") from None
+    if version > SCHEMA_VERSION:
+        raise FormatError(
+            f"{path} was written with run schema version {version} by daqlab "
+            f"{_py(meta_raw.get(_VERSION_ATTR, '?'))}; this daqlab ({__version__}) reads up to "
+            f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
+        )
+
+
+# --------------------------------------------------------------------------- channels on read
+
+
+def _float_attr(ch: _Chan, key: str, default: float, path: Path) -> float:
+    v = ch.attrs.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise FormatError(f"{path}: channel {ch.name!r} attribute {key!r} is {v!r}, not a number.")
+    return float(v)
+
+
+def _channel(ch: _Chan, units: Any, path: Path) -> Channel:
+    unit: Any = ""
+    for source in (ch.attrs, ch.values_attrs):
+        found = [source[k] for k in ("unit", "units") if k in source]
+        if found:
+            unit = found[0]
+            break
+    else:
+        if isinstance(units, str):
+            try:
+                loaded = json.loads(units)
+            except json.JSONDecodeError:
+                loaded = units
+            units = loaded
+        if isinstance(units, str):
+            unit = units
+        elif isinstance(units, dict) and isinstance(units.get(ch.name), str):
+            unit = units[ch.name]
+    date_text = ch.attrs.get("cal_date", "")
+    date = None if date_text in ("", None, "NaT") else _parse_time(date_text)
+    if date is None and date_text not in ("", None, "NaT"):
+        raise FormatError(f"{path}: channel {ch.name!r} cal_date {date_text!r} is not a date.")
+    try:
+        return Channel(
+            ch.name,
+            unit if isinstance(unit, str) else str(unit),
+            range=(_float_attr(ch, "range_min", math.nan, path),
+                   _float_attr(ch, "range_max", math.nan, path)),
+            calibration=Calibration(_float_attr(ch, "cal_slope", 1.0, path),
+                                    _float_attr(ch, "cal_offset", 0.0, path), date),
+        )
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"{path}: channel {ch.name!r} cannot be used: {exc}") from None
+
+
+# --------------------------------------------------------------------------- open
+
+
+def _read(f: Any, path: Path) -> xr.Dataset:
+    data = f.get("data")
+    if not isinstance(data, h5py.Group):
+        hint = (" It is a daqlab NetCDF run: open it with daqlab.open_run."
+                if _SCHEMA_ATTR in f.attrs else "")
+        raise FormatError(
+            f"{path} has no /data group, so it is not in the seed HDF5 layout "
+            f"(/data/<channel>/timestamps and values).{hint}"
+        )
+    meta_raw = _read_metadata(f, path)
+    is_daqlab = _SCHEMA_ATTR in meta_raw
+    if is_daqlab:
+        _check_schema(meta_raw, path)
+    chans = [_read_channel(data, name, path) for name in _channel_order(data, path)]
+    axis, same = _common_axis(chans)
+    defaults = _Defaults(path, chans, axis)
+    if is_daqlab:
+        attrs, has_raw = _daqlab_attrs(meta_raw, defaults, path)
+        units = None
+    else:
+        attrs, units = _foreign_attrs(meta_raw, defaults, path)
+        has_raw = False
+    calibrated = attrs.get("calibrated") is True
+    if calibrated:
+        missing = [ch.name for ch in chans if ch.physical is None]
+        if missing:
+            raise FormatError(
+                f"{path}: the run is calibrated but channel(s) {missing[:5]} have no 'physical' dataset."
+            )
+    value, raw, quality, stored = _fill(chans, axis, same, calibrated)
+    channels = tuple(_channel(ch, units, path) for ch in chans)
+    flagged = ~stored
+    if flagged.any():
+        idx = np.flatnonzero(flagged)
+        quality[idx] = flag_quality(value[idx], [channels[i] for i in idx], calibrated=calibrated,
+                                    quality=quality[idx])
+    quality[~np.isfinite(value) & (quality == Quality.GOOD)] = Quality.BAD
+    run = assemble_run(value, quality, axis.view("datetime64[ns]"), channels, attrs)
+    if calibrated and has_raw:
+        assert raw is not None
+        run["raw"] = (("channel", "time"), raw, {
+            "long_name": "raw sample value as acquired",
+            "comment": "kept by daqlab.calibrate so that uncalibrate is exact",
+        })
+    if is_daqlab and _VAR_ATTRS_ATTR in meta_raw:
+        try:
+            var_attrs = _untag(json.loads(_py(meta_raw[_VAR_ATTRS_ATTR])))
+            for name, var in run.variables.items():
+                var.attrs = dict(var_attrs.get(str(name), {}))
+        except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise FormatError(f"{path}: /metadata {_VAR_ATTRS_ATTR} is not valid ({exc}).") from None
+    try:
+        return validate(run)
+    except SchemaError as exc:
+        raise FormatError(f"{path} does not hold a valid run: {exc}") from None
+
+
+def open_seed(path: Path, chunks: Any = None) -> xr.Dataset:
+    """Open a file in the seed's HDF5 layout as a run (rules in the module docstring).
+
+    The samples are read into memory; ``chunks`` (as in xarray) then returns the
+    run chunked with dask.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StorageError(errno.ENOENT, f"{path} does not exist; check the path (cwd is {Path.cwd()}).")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(
+            f"{path} could not be read as HDF5 (seed layout): it is not an HDF5 file, or it is "
+            f"truncated or damaged ({exc})."
+        ) from exc
+    try:
+        with f:
+            run = _read(f, path)
+    except DaqlabError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
+        raise FormatError(
+            f"{path} could not be read as a seed HDF5 run; it is truncated or damaged "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
+    if chunks is not None:
+        # the per-channel coordinates stay numpy (object arrays cannot be chunked "auto")
+        small = [str(c) for c in run.coords if c not in run.indexes]
+        run = run.reset_coords(small, drop=True).chunk(chunks).assign_coords(
+            {c: run[c].variable for c in small})
+    return run
+
+
+def is_seed_file(path: Path) -> bool:
+    """True for an HDF5 file in the seed's layout; never raises.
+
+    That is: a ``/data`` group whose members are all channel groups holding
+    ``values`` and ``timestamps`` (or ``timestamps_ns``) datasets (an empty
+    ``/data`` counts when a ``/metadata`` is there too), and not a daqlab
+    NetCDF run (root attribute ``daqlab_schema_version``).
+    """
+    try:
+        p = Path(path)
+        if not p.is_file():
+            return False
+        with p.open("rb") as fh:
+            head = fh.read(8)
+        if head != _HDF5_MAGIC and not h5py.is_hdf5(p):
+            return False
+        with h5py.File(p, "r") as f:
+            if _SCHEMA_ATTR in f.attrs:
+                return False
+            data = f.get("data")
+            if not isinstance(data, h5py.Group):
+                return False
+            names = list(data)
+            if not names:
+                return f.get("metadata") is not None
+            for name in names:
+                g = data.get(name)
+                if not isinstance(g, h5py.Group) or not isinstance(g.get("values"), h5py.Dataset):
+                    return False
+                if not any(isinstance(g.get(k), h5py.Dataset) for k in ("timestamps", "timestamps_ns")):
+                    return False
+            return True
+    except Exception:
+        return False

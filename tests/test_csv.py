@@ -1,0 +1,532 @@
+"""CSV runs (long and wide): exact round trips, the seed's plain CSV, formula safety, refusals."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import daqlab as dl
+from daqlab.io._csv import open_csv, save_csv, sniff_csv
+from daqlab.model import check_channel_name
+
+RUN_ID = "0d6c7a4e-2f8b-4c1d-9e3a-5b7f1a2c3d4e"
+START = "2024-01-01T00:00:00Z"
+FORMS = pytest.mark.parametrize("wide", [False, True], ids=["long", "wide"])
+SEED_HEADER = "timestamp_ms,value,channel,quality"
+
+
+def sample_run(n: int = 6, sample_rate: float = 3.0, channels: int = 3) -> xr.Dataset:
+    chans = [
+        dl.Channel("Kühlwasser, \"T\"", "°C", range=(0.0, 90.0),
+                   calibration=dl.Calibration(2.0, -1.0, "2024-05-01T08:30:15.123456Z")),
+        dl.Channel("=SUM(A1:A9)", "+V", range=(None, 5.0)),
+        dl.Channel("'quoted", "-"),
+        *(dl.Channel(f"ch{i}") for i in range(3, channels)),
+    ][:channels]
+    values = np.random.default_rng(11).normal(size=(channels, n))
+    if n >= 4 and channels >= 3:
+        values[0, 1], values[1, 2], values[2, 3] = np.nan, np.inf, -np.inf
+    return dl.make_run(
+        values, chans, sample_rate=sample_rate, start=START, id=RUN_ID,
+        created_at="2024-01-02T03:04:05.678Z", name="@Prüfstand 3",
+        description="line one\nline two, with ünïcode; =1+1",
+        metadata={"operator": "Ada", "gain": 2.5, "tags": ["a", "ß", "-x"],
+                  "nested": {"ok": True, "none": None, "=key": "+1"}, "big": float("inf")},
+    )
+
+
+def ns_run(times_ns: list[int]) -> xr.Dataset:
+    times = np.array(times_ns, dtype=np.int64).view("datetime64[ns]")
+    return dl.make_run(np.ones((1, len(times_ns))), ["a"], sample_rate=1.0, times=times, id=RUN_ID)
+
+
+def round_trip(run: xr.Dataset, path: Path, *, wide: bool) -> xr.Dataset:
+    assert save_csv(run, path, wide=wide, overwrite=True) == path
+    back = open_csv(path)
+    xr.testing.assert_identical(back, run)
+    assert dl.validate(back) is back
+    return back
+
+
+def data_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text("utf-8").splitlines() if not ln.startswith("#")]
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def _with_extra_attrs(n: int) -> xr.Dataset:
+    run = sample_run(n)
+    run.attrs.update(operator="-Ada", count=3, ratio=float("nan"), flag=False, nothing=None,
+                     coeffs=np.array([1.5, -2.0], np.float32), pair=(1, "=a"), n16=np.int16(-7))
+    return run
+
+
+EXAMPLES: dict[str, Callable[[], xr.Dataset]] = {
+    "six-samples": lambda: sample_run(6),
+    "one-sample": lambda: sample_run(1),
+    "no-samples": lambda: sample_run(0),
+    "calibrated-with-raw": lambda: dl.calibrate(sample_run(6)),
+    "calibrated-no-samples": lambda: dl.calibrate(sample_run(0)),
+    "twelve-channels": lambda: sample_run(50, 1000.0, channels=12),
+    "ns-timestamps": lambda: sample_run(40, 7.0),
+    "extra-attrs": lambda: _with_extra_attrs(4),
+    "pre-1970": lambda: ns_run([-1_500_000, -1, 0, 1]),
+}
+
+
+@FORMS
+@pytest.mark.parametrize("make", EXAMPLES.values(), ids=EXAMPLES.keys())
+def test_round_trip_is_identical(
+    tmp_path: Path, wide: bool, make: Callable[[], xr.Dataset]
+) -> None:
+    round_trip(make(), tmp_path / "run.csv", wide=wide)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_channel_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+_ODD = st.sampled_from([*"aZ9 ,;\"'=+-@#:|%\\é中Δ€", "\u2028", "\u00a0"])
+_NAMES = st.text(_ODD | st.characters(codec="utf-8", categories=["L", "N", "P", "S"]),
+                 min_size=1, max_size=6).filter(_valid_name)
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
+    ["=1+1", "+x", "-y", "@z", "'q", "''", "\tt", "\rr", "a,=b", "a;=b"])
+_UNITS = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), max_size=8) | st.sampled_from(
+    ["=1+1", "+x", "-y", "@z", "'q", "''", "a,=b", "a;=b"])
+_JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_TEXT, kids, max_size=3),
+    max_leaves=8,
+)
+_EXTRA = st.dictionaries(
+    st.text(min_size=1, max_size=5).filter(
+        lambda k: k not in {"id", "name", "description", "created_at", "sample_rate", "metadata",
+                            "calibrated"}),
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
+    | st.lists(st.integers(-5, 5), max_size=3),
+    max_size=3,
+)
+
+
+@st.composite
+def _channel(draw: st.DrawFn, name: str) -> dl.Channel:
+    lo, hi = sorted(draw(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=2)))
+    rng: tuple[float | None, float | None] | None = draw(
+        st.sampled_from([None, (lo, hi) if lo < hi else None, (None, hi), (lo, None)]))
+    slope = draw(st.floats(1e-3, 1e3) | st.floats(-1e3, -1e-3))
+    offset = draw(st.floats(-1e3, 1e3))
+    date = draw(st.none() | st.integers(-10**18, 4 * 10**18).map(lambda x: np.datetime64(x, "ns")))
+    return dl.Channel(name, draw(_UNITS), range=rng, calibration=dl.Calibration(slope, offset, date))
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> xr.Dataset:
+    names = draw(st.lists(_NAMES, min_size=1, max_size=12, unique=True))
+    chans = [draw(_channel(nm)) for nm in names]
+    n = draw(st.integers(0, 8))
+    unit = draw(st.sampled_from([1_000_000, 1_000, 1]))
+    start = draw(st.integers(-10**9, 10**9)) * 10**9 // unit * unit
+    steps = draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
+    times = (start + np.cumsum(np.array(steps, dtype=np.int64)) * unit).view("datetime64[ns]")
+    # finite values up to 1e300 (calibration overflow to inf is run.py's to test), plus specials
+    values = draw(hnp.arrays(np.float64, (len(chans), n), elements=st.floats(-1e300, 1e300)
+                             | st.sampled_from([np.nan, np.inf, -np.inf, -0.0, 5e-324])))
+    quality = draw(hnp.arrays(np.int8, (len(chans), n), elements=st.integers(0, 3)))
+    run = dl.make_run(
+        values, chans, sample_rate=draw(st.floats(1e-3, 1e7)), times=times, quality=quality,
+        name=draw(_TEXT), description=draw(_TEXT), id=uuid.UUID(int=draw(st.integers(0, 2**128 - 1))),
+        metadata=draw(st.dictionaries(_TEXT, _JSON, max_size=4)),
+        created_at=np.datetime64(draw(st.integers(0, 4 * 10**18)), "ns"),
+    )
+    run.attrs.update(draw(_EXTRA))
+    return dl.calibrate(run) if draw(st.booleans()) else run
+
+
+@FORMS
+@settings(max_examples=35, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(run=runs())
+def test_any_run_round_trips_identically(tmp_path: Path, wide: bool, run: xr.Dataset) -> None:
+    round_trip(run, tmp_path / "run.csv", wide=wide)
+
+
+@FORMS
+def test_chunks_give_a_dask_backed_run(tmp_path: Path, wide: bool) -> None:
+    run = sample_run(10)
+    path = save_csv(run, tmp_path / "run.csv", wide=wide)
+    back = open_csv(path, chunks={"time": 4})
+    assert isinstance(back["value"].data, da.Array)
+    assert back["value"].data.chunks == ((3,), (4, 4, 2))
+    xr.testing.assert_identical(back.compute(), run)
+
+
+# --------------------------------------------------------------------------- layout and timestamps
+
+
+def test_long_form_is_the_seed_layout_with_integer_ms(tmp_path: Path) -> None:
+    run = dl.make_run([[0.5, -1.5], [2.0, np.nan]], ["ai0", "ai1"], sample_rate=1000.0, start=START)
+    path = save_csv(run, tmp_path / "run.csv")
+    text = path.read_text("utf-8")
+    assert text.startswith('# daqlab-csv {"format": "csv", "schema_version": 1, ')
+    assert data_lines(path) == [
+        SEED_HEADER,
+        "1704067200000,0.5,ai0,Good",
+        "1704067200000,2,ai1,Good",
+        "1704067200001,-1.5,ai0,Good",
+        "1704067200001,nan,ai1,Bad",
+    ]
+
+
+def test_wide_form_columns(tmp_path: Path) -> None:
+    run = dl.calibrate(sample_run(2, 1000.0))
+    path = save_csv(run, tmp_path / "run.csv", wide=True)
+    columns = next(csv.reader([data_lines(path)[0]]))
+    names = run["channel"].values.tolist()
+    assert columns == ["timestamp_ms"] + [f"{v}:{nm}" for nm in names
+                                          for v in ("value", "quality", "raw")]
+    assert data_lines(path)[1].startswith("1704067200000,")
+
+
+@pytest.mark.parametrize(
+    ("times_ns", "cells"),
+    [
+        ([0, 1_000, 2_000], ["0.000", "0.001", "0.002"]),
+        ([10**15, 10**15 + 1], ["1000000000.000000", "1000000000.000001"]),
+        ([-1_500_000, -1, 0], ["-1.500000", "-0.000001", "0.000000"]),
+        ([-3_000_000, 5_000_000], ["-3", "5"]),
+    ],
+    ids=["microseconds", "nanoseconds", "before-1970", "whole-ms-negative"],
+)
+@FORMS
+def test_finer_timestamps_are_decimal_ms_and_exact(
+    tmp_path: Path, wide: bool, times_ns: list[int], cells: list[str]
+) -> None:
+    run = ns_run(times_ns)
+    path = tmp_path / "run.csv"
+    back = round_trip(run, path, wide=wide)
+    assert [ln.split(",")[0] for ln in data_lines(path)[1:]] == cells
+    np.testing.assert_array_equal(back["time"].values.view(np.int64), times_ns)
+
+
+# --------------------------------------------------------------------------- formula injection
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_HARMLESS = re.compile(r"^-[\d.eE+-]*(Infinity)?[\]}]*$")  # a JSON number a sheet may see
+
+
+def executable_cells(text: str) -> list[str]:
+    """Cells a spreadsheet could run as a formula, however it splits and trims the lines."""
+    found = []
+    for delimiter in ",;":
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            for cell in row:
+                for seen in {cell, cell.strip(), cell.strip().strip('"')}:
+                    if seen.startswith(_FORMULA) and not _HARMLESS.match(seen):
+                        try:
+                            float(seen)
+                        except ValueError:
+                            found.append(seen)
+    return found
+
+
+def _formula_run() -> xr.Dataset:
+    chans = [dl.Channel("=HYPERLINK(\"http:x\",\"y\")", "@unit", range=(-1.0, 1.0)),
+             dl.Channel("+cmd|' -C calc'!A0", "-V"), dl.Channel("'already", "'"),
+             dl.Channel("-2+3", "=1")]
+    return dl.make_run(
+        [[-1.5, 0.5], [1e-300, -2.0], [3.0, 4.0], [-np.inf, 5.0]], chans, sample_rate=1.0,
+        start=START, id=RUN_ID, name="=cmd()", description="@SUM(1), =2;=3\t+4",
+        metadata={"=k": "-v", "list": ["+a", "x,=IMPORTXML(a)", "y;@z", "'q"], "n": -1.5},
+    ).assign_attrs(extra="\t=tabbed", other="\r+cr")
+
+
+@FORMS
+def test_formula_cells_are_neutralised_and_restored(tmp_path: Path, wide: bool) -> None:
+    run = _formula_run()
+    path = tmp_path / "run.csv"
+    round_trip(run, path, wide=wide)
+    text = path.read_text("utf-8")
+    assert executable_cells(text) == []
+    assert "'=cmd()" in text
+    assert "''already" in text
+    assert "\\u002c'=IMPORTXML(a)" not in text  # the comma is escaped, the text after it is not
+    assert "x\\u002c=IMPORTXML(a)" in text
+    if not wide:
+        assert "'=HYPERLINK(\"\"http:x\"\",\"\"y\"\")" in text
+        assert ",\"''already\"," in text or ",''already," in text
+
+
+def test_executable_cells_finds_raw_formulas() -> None:
+    assert executable_cells("a,=1+1\n# x; @cmd\n") == ["=1+1", "@cmd"]
+    assert executable_cells("1,-1.5,[1, -2]\n") == []
+
+
+# --------------------------------------------------------------------------- the seed's plain CSV
+
+
+SEED_ROWS = [
+    "1704067200000,1.5,ai0,Good",
+    "1704067200000,NaN,ai1,good",
+    "1704067200010,-2.25,ai0,SUSPECT",
+    "1704067200010,inf,ai1,Bad",
+    "1704067200020,3,ai0,3",
+    "1704067200020,-inf,ai1,Interpolated",
+]
+SEED_FILES = {
+    "lf": (SEED_HEADER + "\n" + "\n".join(SEED_ROWS) + "\n").encode(),
+    "crlf-no-final-newline": (SEED_HEADER + "\r\n" + "\r\n".join(SEED_ROWS)).encode(),
+    "utf8-bom": b"\xef\xbb\xbf" + (SEED_HEADER + "\n" + "\n".join(SEED_ROWS) + "\n").encode(),
+    "channel-major-rows": ("quality,channel,value,timestamp_ms\n" + "\n".join(
+        ",".join(reversed(r.split(","))) for r in SEED_ROWS[0::2] + SEED_ROWS[1::2]) + "\n").encode(),
+}
+
+
+@pytest.mark.parametrize("content", SEED_FILES.values(), ids=SEED_FILES.keys())
+def test_seed_plain_csv_opens_with_stated_defaults(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "rust run.csv"
+    path.write_bytes(content)
+    assert sniff_csv(content[:4096]) == "csv"
+    run = open_csv(path)
+    assert dl.validate(run) is run
+    assert run["channel"].values.tolist() == ["ai0", "ai1"]
+    np.testing.assert_array_equal(run["value"].values, [[1.5, -2.25, 3.0], [np.nan, np.inf, -np.inf]])
+    # a NaN the seed flagged Good is flagged Bad; every other flag is kept
+    np.testing.assert_array_equal(run["quality"].values, [[0, 1, 3], [2, 2, 3]])
+    assert run["time"].values[0] == np.datetime64("2024-01-01T00:00:00", "ns")
+    assert run["time"].values[2] == np.datetime64("2024-01-01T00:00:00.020", "ns")
+    assert run["unit"].values.tolist() == ["", ""]
+    assert np.isnan(run["range_min"].values).all()
+    assert np.isnan(run["range_max"].values).all()
+    assert run["cal_slope"].values.tolist() == [1.0, 1.0]
+    assert run["cal_offset"].values.tolist() == [0.0, 0.0]
+    assert np.isnat(run["cal_date"].values).all()
+    attrs = dict(run.attrs)
+    run_id = attrs.pop("id")
+    assert uuid.UUID(run_id).version == 4
+    assert open_csv(path).attrs["id"] == run_id  # the same file gives the same id
+    assert attrs == {"name": "rust run", "description": "", "created_at": "2024-01-01T00:00:00.000000Z",
+                     "sample_rate": 100.0, "metadata": {}, "calibrated": False}
+
+
+def test_plain_wide_csv_opens(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("timestamp_ms,value:ai0,quality:ai0,value:ai 1,quality:ai 1\n"
+                    "0,1.0,Good,2.0,good\n500,,bad,3.0,1\n1500,4,0,5,2\n", "utf-8")
+    assert sniff_csv(path.read_bytes()) == "csv-wide"
+    run = open_csv(path)
+    assert run["channel"].values.tolist() == ["ai0", "ai 1"]
+    np.testing.assert_array_equal(run["value"].values, [[1.0, np.nan, 4.0], [2.0, 3.0, 5.0]])
+    np.testing.assert_array_equal(run["quality"].values, [[0, 2, 0], [0, 1, 2]])
+    assert run.attrs["sample_rate"] == 1.0 / 0.75  # median step 750 ms
+    assert run.attrs["name"] == "wide"
+
+
+def test_plain_wide_csv_without_rows_keeps_its_channels(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("timestamp_ms,value:a,quality:a\n", "utf-8")
+    run = open_csv(path)
+    assert dict(run.sizes) == {"channel": 1, "time": 0}
+    assert run.attrs["sample_rate"] == 1.0
+
+
+# --------------------------------------------------------------------------- sniffing
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b'# daqlab-csv {"format": "csv", "schema_version": 1', "csv"),
+        (b'\xef\xbb\xbf# daqlab-csv {"format": "csv-wide", "sch', "csv-wide"),
+        (b"timestamp_ms,value,channel,quality\n1,2,a,Good\n", "csv"),
+        (b"# a comment\n\nquality,channel,value,timestamp_ms\r\n", "csv"),
+        (b"timestamp_ms,value:a,quality:a,value:b", "csv-wide"),
+        (b"timestamp_ms,value,channel\n", None),
+        (b"a,b,c\n1,2,3\n", None),
+        (b"\x89HDF\r\n\x1a\n\x00\x00", None),
+        (b"CDF\x01\x00", None),
+        (b"", None),
+        (b"\xff\xfe\x00\x01", None),
+    ],
+    ids=["daqlab-long", "daqlab-wide-bom", "seed", "seed-comments-crlf", "plain-wide", "missing-column",
+         "foreign-csv", "hdf5", "netcdf3", "empty", "binary"],
+)
+def test_sniff_csv(head: bytes, expected: str | None) -> None:
+    assert sniff_csv(head) == expected
+
+
+@FORMS
+def test_sniff_recognises_what_save_writes(tmp_path: Path, wide: bool) -> None:
+    path = save_csv(sample_run(3), tmp_path / "run.csv", wide=wide)
+    assert sniff_csv(path.read_bytes()[:4096]) == ("csv-wide" if wide else "csv")
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _row(ts: str = "1", value: str = "1.0", channel: str = "a", quality: str = "Good") -> str:
+    return f"{ts},{value},{channel},{quality}\n"
+
+
+CORRUPT: dict[str, tuple[bytes, str]] = {
+    "empty-file": (b"", "is empty"),
+    "only-blank-lines": (b"\n\n", "ends before its column names"),
+    "foreign-columns": (b"a,b,c\n1,2,3\n", "is not a daqlab CSV: its columns are ['a', 'b', 'c']"),
+    "missing-column": (b"timestamp_ms,value,channel\n1,2,a\n", "missing column(s) ['quality']"),
+    "unexpected-column": ((SEED_HEADER + ",unit\n").encode(), "unexpected column(s) ['unit']"),
+    "duplicated-column": ((SEED_HEADER + ",value\n").encode(), "duplicated column(s) ['value']"),
+    "unparseable-timestamp": ((SEED_HEADER + "\n" + _row(ts="yesterday")).encode(),
+                              "'yesterday' is not a valid decimal128"),
+    "finer-than-ns": ((SEED_HEADER + "\n" + _row(ts="1.0000001")).encode(), "#0 timestamp_ms"),
+    "timestamp-out-of-range": ((SEED_HEADER + "\n" + _row(ts="10000000000000")).encode(),
+                               "beyond the datetime64[ns] range"),
+    "empty-timestamp": ((SEED_HEADER + "\n" + _row(ts="")).encode(), "empty timestamp_ms cell"),
+    "unparseable-value": ((SEED_HEADER + "\n" + _row(value="1,5")).encode(),
+                          "Expected 4 columns, got 5"),
+    "text-value": ((SEED_HEADER + "\n" + _row(value="high")).encode(), "invalid value 'high'"),
+    "unknown-quality": ((SEED_HEADER + "\n" + _row() + _row(ts="2", quality="Great")).encode(),
+                        "unknown quality name(s) ['Great'] (first in data row 2)"),
+    "quality-out-of-range": ((SEED_HEADER + "\n" + _row(quality="7")).encode(),
+                             "unknown quality name(s) ['7']"),
+    "uneven-channels": ((SEED_HEADER + "\n" + _row() + _row(channel="b") + _row(ts="2")).encode(),
+                        "different numbers of samples ('a': 2, 'b': 1)"),
+    "different-timestamps": ((SEED_HEADER + "\n" + _row() + _row(channel="b")
+                              + _row(ts="2") + _row(ts="3", channel="b")).encode(),
+                             "channel 'b' has timestamps that differ from channel 'a'"),
+    "empty-channel-name": ((SEED_HEADER + "\n" + _row(channel="")).encode(),
+                           "does not hold a valid run: channel name is empty"),
+    "header-only": ((SEED_HEADER + "\n").encode(), "holds no rows, so no channels"),
+    "wide-time-backwards": (b"timestamp_ms,value:a,quality:a\n5,1,Good\n3,2,Good\n",
+                            "must be non-decreasing"),
+    "wide-missing-quality": (b"timestamp_ms,value:a\n5,1\n", "missing column(s) ['quality:a']"),
+    "not-utf8": (b"\xff\xfe\x00t\x00i\x00m\x00e\n", "is not UTF-8 text"),
+    "hdf5": (b"\x89HDF\r\n\x1a\n\x00\x00\x00\x00", "is not UTF-8 text"),
+    "broken-header-json": (b'# daqlab-csv {"format": "csv", "sche\n' + SEED_HEADER.encode() + b"\n",
+                           "header line is not valid JSON"),
+    "header-without-version": (b'# daqlab-csv {"format": "csv"}\n', "has no schema_version"),
+    "header-incomplete": (b'# daqlab-csv {"format": "csv", "schema_version": 1}\n',
+                          "header line lacks ['samples'"),
+    "header-odd-variables": (
+        b'# daqlab-csv {"format": "csv", "schema_version": 1, "samples": 0, "timestamp_decimals": 0, '
+        b'"channels": [], "variables": ["value", "x"], "attrs": {}, "attr_types": {}, '
+        b'"var_attrs": {}}\n', "unknown variables ['value', 'x']; no channels"),
+}
+
+
+@pytest.mark.parametrize(("content", "fragment"), CORRUPT.values(), ids=CORRUPT.keys())
+def test_corrupt_or_foreign_csv_raises_format_error(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(dl.FormatError) as info:
+        open_csv(path)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text("utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), "utf-8")
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = save_csv(sample_run(3), tmp_path / "run.csv")
+    _edit(path, '"schema_version": 1,', f'"schema_version": {dl.SCHEMA_VERSION + 1},')
+    with pytest.raises(dl.FormatError, match=rf"schema version {dl.SCHEMA_VERSION + 1} .*Upgrade"):
+        open_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ("1704067200666.666667,3,a,Good\n1704067200666.666667,0.2,Δp,Suspect\n", "",
+         "promises 3 sample(s) per channel but the file holds 2"),
+        (",Δp,", ",Δq,", "name channel(s) ['Δq'] that the header does not list"),
+        ('"cal_slope": 2.0', '"cal_slope": 0.0', "header line is damaged (Calibration slope"),
+        (",Suspect", ",Superb", "unknown quality name(s) ['Superb']"),
+    ],
+    ids=["row-removed", "unknown-channel", "zero-slope", "bad-quality"],
+)
+def test_edited_daqlab_csv_is_refused(tmp_path: Path, old: str, new: str, fragment: str) -> None:
+    chans = [dl.Channel("a", calibration=dl.Calibration(2.0)), dl.Channel("Δp", range=(0, 0.1))]
+    run = dl.make_run([[1.0, 2.0, 3.0], [0.5, 0.0, 0.2]], chans, sample_rate=3.0, start=START)
+    path = save_csv(run, tmp_path / "run.csv")
+    _edit(path, old, new)
+    with pytest.raises(dl.FormatError, match=re.escape(fragment)):
+        open_csv(path)
+
+
+@FORMS
+def test_truncation_anywhere_is_detected(tmp_path: Path, wide: bool) -> None:
+    run = dl.calibrate(dl.make_run([[1.0, 2.5], [3.25, -4.0]], ["a", "b"], sample_rate=3.0,
+                                   start=START, id=RUN_ID, created_at=START))
+    full = save_csv(run, tmp_path / "run.csv", wide=wide).read_bytes()
+    cut = tmp_path / "cut.csv"
+    for size in range(len(full)):
+        cut.write_bytes(full[:size])
+        with pytest.raises(dl.FormatError):
+            open_csv(cut)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def test_invalid_runs_are_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    with pytest.raises(dl.SchemaError, match="attribute 'calibrated'"):
+        save_csv(sample_run(2).assign_attrs(calibrated="no"), path)
+    bad_quality = sample_run(2)
+    bad_quality["quality"].values[0, 0] = 7
+    with pytest.raises(dl.SchemaError, match=r"outside 0-3.*\[7\]"):
+        save_csv(bad_quality, path)
+    with pytest.raises(dl.FormatError, match=r"also has \['site'\]"):
+        save_csv(sample_run(2).assign_coords(site="lab"), path)
+    with pytest.raises(dl.FormatError, match="cannot store run attribute 'obj'"):
+        save_csv(sample_run(2).assign_attrs(obj=object()), path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    path.write_text("precious")
+    with pytest.raises(dl.StorageError, match="exists already"):
+        save_csv(sample_run(2), path)
+    assert path.read_text() == "precious"
+    save_csv(sample_run(2), path, overwrite=True)
+    xr.testing.assert_identical(open_csv(path), sample_run(2))
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "run.csv"
+    path.write_text("precious")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pacsv, "write_csv", disk_full)
+    with pytest.raises(dl.StorageError, match="No space left"):
+        save_csv(sample_run(2), path, overwrite=True)
+    assert path.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.csv"]

@@ -1,0 +1,143 @@
+"""One contract for every storage format: round trip, detection, xarray engines, CLI, open_runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import daqlab as dl
+from daqlab.cli import main as cli
+from daqlab.io import FORMATS, detect_format
+
+SUFFIX = {"netcdf": ".nc", "csv": ".csv", "csv-wide": ".csv", "seed-hdf5": ".h5"}
+
+
+def _rich(start: str = "2026-11-24T06:00:00.000000001", n: int = 300) -> xr.Dataset:
+    chans = [
+        dl.Channel("ai0", "V", range=(-10, 10)),
+        dl.Channel("=Kühl,wasser \"°C\"", "degC", calibration=dl.Calibration(100.0, -50.0, "2026-01-15")),
+        dl.Channel("@x", ""),
+    ]
+    v = np.random.default_rng(1).normal(size=(3, n))
+    v[0, 3], v[1, 4], v[2, 5], v[0, 6] = np.nan, np.inf, -np.inf, 99.0
+    return dl.make_run(v, chans, sample_rate=1000.0, name="rich", description="+desc",
+                       metadata={"op": "-Ada", "n": [1, 2], "nested": {"ok": True}}, start=start,
+                       id="0b6f3d4e-9a4e-4c1e-8b9e-2f1c3d4e5f60", created_at="2026-11-24T06:00:00Z")
+
+
+RUNS: dict[str, Callable[[], xr.Dataset]] = {
+    "rich": _rich,
+    "calibrated": lambda: dl.calibrate(_rich()),
+    "empty": lambda: dl.empty_run(["a", "b"], sample_rate=10.0, created_at="2026-01-01T00:00:00Z"),
+    "one-sample": lambda: dl.make_run([[1.5]], ["only"], sample_rate=1.0, start="2020-02-29"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMATS)
+@pytest.mark.parametrize("kind", sorted(RUNS), ids=sorted(RUNS))
+def test_round_trip_is_identical(tmp_path: Path, fmt: str, kind: str) -> None:
+    run = RUNS[kind]()
+    path = dl.save(run, tmp_path / f"r{SUFFIX[fmt]}", fmt)
+    assert detect_format(path) == fmt
+    back = dl.open_run(path)
+    xr.testing.assert_identical(back, run)
+    lazy = dl.open_run(path, chunks={})
+    assert lazy["value"].chunks is not None
+    xr.testing.assert_identical(lazy.compute(), run)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMATS)
+def test_xarray_opens_it_through_daqlab_engines(tmp_path: Path, fmt: str) -> None:
+    run = _rich()
+    path = dl.save(run, tmp_path / f"r{SUFFIX[fmt]}", fmt)
+    xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab").load(), run)
+    if fmt.startswith("csv"):
+        xr.testing.assert_identical(xr.open_dataset(path).load(), run)  # guessed from the file
+        xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab-csv").load(), run)
+    if fmt == "seed-hdf5":
+        xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab-seed").load(), run)
+        dropped = xr.open_dataset(path, engine="daqlab-seed", drop_variables=["quality"])
+        assert "quality" not in dropped
+
+
+@pytest.mark.parametrize("src", FORMATS, ids=[f"from-{f}" for f in FORMATS])
+@pytest.mark.parametrize("dst", FORMATS, ids=[f"to-{f}" for f in FORMATS])
+def test_cli_convert_between_every_pair(tmp_path: Path, src: str, dst: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    run = _rich()
+    a = dl.save(run, tmp_path / f"a{SUFFIX[src]}", src)
+    b = tmp_path / f"b{SUFFIX[dst]}"
+    assert cli(["convert", str(a), str(b), "--format", dst]) == 0
+    assert f"-> {dst} {b}" in capsys.readouterr().out
+    xr.testing.assert_identical(dl.open_run(b), run)
+    assert cli(["info", str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "channels   3: ai0, =Kühl,wasser" in out and "samples    300 per channel" in out  # noqa: PT018
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.nc"
+    junk.write_bytes(b"not a run at all")
+    assert cli(["info", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert "daqlab info: error:" in err and "junk.nc" in err and "Traceback" not in err  # noqa: PT018
+    a = dl.save(_rich(), tmp_path / "a.nc")
+    assert cli(["convert", str(a), str(a)]) == 2
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_open_runs_joins_files_of_any_format_along_time(tmp_path: Path) -> None:
+    whole = _rich(n=900)
+    parts = [whole.isel(time=slice(i * 300, (i + 1) * 300)) for i in range(3)]
+    paths = [dl.save(p, tmp_path / f"p{i}{SUFFIX[f]}", f)
+             for i, (p, f) in enumerate(zip(parts, ["netcdf", "csv", "seed-hdf5"], strict=True))]
+    joined = dl.open_runs(reversed(paths))  # order comes from the time axis, not the list
+    assert joined["value"].chunks is not None  # lazy
+    xr.testing.assert_identical(joined.drop_attrs(), whole.drop_attrs())
+    assert [s["path"] for s in joined.attrs["metadata"]["sources"]] == [str(p) for p in paths]
+    assert joined.attrs["id"] != whole.attrs["id"]
+    same = dl.open_runs(str(tmp_path / "p*"))
+    np.testing.assert_array_equal(same["time"].values, whole["time"].values)
+
+
+def test_open_runs_refuses_mismatches_and_overlaps(tmp_path: Path) -> None:
+    a = dl.save(_rich(n=100), tmp_path / "a.nc")
+    overlap = dl.save(_rich(start="2026-11-24T06:00:00.050", n=100), tmp_path / "b.nc")
+    other = dl.save(dl.make_run(np.ones((1, 5)), ["zz"], sample_rate=1000.0, start="2027-01-01"),
+                    tmp_path / "c.nc")
+    with pytest.raises(dl.SchemaError) as info:
+        dl.open_runs([a, overlap, other])
+    text = str(info.value)
+    assert "overlap in time" in text and "channels ['zz'] differ" in text  # noqa: PT018
+    with pytest.raises(dl.StorageError, match="no files match"):
+        dl.open_runs(str(tmp_path / "nothing-*.nc"))
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b"", r"neither NetCDF4/HDF5 nor one of daqlab's CSV"),
+        (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, r"could not be read|not a daqlab run|corrupt|truncated"),
+        (b"hello,world\n1,2\n", r"neither NetCDF4/HDF5 nor one of daqlab's CSV"),
+    ],
+    ids=["empty", "truncated-hdf5", "foreign-csv"],
+)
+def test_corrupt_or_foreign_files_raise_format_errors(tmp_path: Path, content: bytes, pattern: str) -> None:
+    p = tmp_path / "bad.nc"
+    p.write_bytes(content)
+    with pytest.raises(dl.FormatError, match=pattern) as info:
+        dl.open_run(p)
+    assert "bad.nc" in str(info.value)
+
+
+def test_save_refuses_unknown_formats_and_suffixes(tmp_path: Path) -> None:
+    with pytest.raises(dl.FormatError, match=r"format 'parquet' is not supported; choose one of"):
+        dl.save(_rich(), tmp_path / "x.nc", "parquet")
+    with pytest.raises(dl.FormatError, match=r"cannot tell the format of 'x.txt'"):
+        dl.save(_rich(), tmp_path / "x.txt")
