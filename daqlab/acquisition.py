@@ -175,8 +175,12 @@ def _source_names(sources: Any) -> dict[str, Source]:
 def _stop_at_exit(ref: weakref.ref[DataManager]) -> None:
     dm = ref()
     if dm is not None and dm.running:
-        with contextlib.suppress(Exception):
+        try:
             dm.stop()
+        except Exception as exc:  # at exit nobody can catch it: say it, do not hide it
+            print(f"daqlab: saving {dm.name!r} at interpreter exit failed: {type(exc).__name__}: "
+                  f"{exc}. What was recorded stays in {dm.config.output_dir} (daqlab.open_run "
+                  "opens a recording folder).", file=sys.stderr)
 
 
 class DataManager:

@@ -130,6 +130,10 @@ class Recorder:
                     17, f"{p} exists already; a recorder never writes over a run. "
                     "Choose another name or output folder."
                 )
+        # Consolidation may run at interpreter exit, when importing dask (which registers
+        # an atexit hook) is no longer possible: load it now.
+        import dask.array  # noqa: F401
+
         self.flush_interval = float(flush_interval)
         self.max_segment_samples = int(max_segment_samples)
         self.source_name = source_name
