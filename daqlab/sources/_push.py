@@ -12,14 +12,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from daqlab.errors import ConfigurationError, ShapeError, SourceError
-from daqlab.model import Channel, ChannelLike, Quality, to_channels, to_datetime64
+from daqlab.model import ChannelLike, Quality, to_channels
 from daqlab.run import check_sample_rate, sample_times
+from daqlab.sources._base import SourceBase
 from daqlab.sources._protocol import Samples
 
 __all__ = ["Push"]
 
 
-class Push:
+class Push(SourceBase):
     """A source whose samples are pushed in by a driver through :meth:`feed`.
 
     ``feed`` is thread-safe and never blocks: blocks wait in a queue bounded to
@@ -47,31 +48,20 @@ class Push:
         name: str = "",
         wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
-        self._channels = to_channels(channels)
-        self._rate = check_sample_rate(sample_rate)
+        super().__init__(to_channels(channels), check_sample_rate(sample_rate), name=name,
+                         wall_clock=wall_clock)
         self.max_pending = int(max_pending) if max_pending is not None else max(1, round(10 * self._rate))
         if self.max_pending < 1:
             raise ConfigurationError(f"max_pending must be >= 1 sample; got {max_pending!r}.")
-        self.name = name
-        self._wall_clock = wall_clock or (lambda: _dt.datetime.now(_dt.UTC))
         self._cond = threading.Condition()
         self._queue: collections.deque[Samples] = collections.deque()
         self._pending = 0
         self._fed = 0
-        self._t0_ns: int | None = None
         self._last_time: int | None = None
         self._closed = False
         self._stopped = False
         self.refused = 0
         """Samples refused by :meth:`feed` because the queue was full."""
-
-    @property
-    def channels(self) -> tuple[Channel, ...]:
-        return self._channels
-
-    @property
-    def sample_rate(self) -> float:
-        return self._rate
 
     @property
     def finished(self) -> bool:
@@ -80,9 +70,7 @@ class Push:
 
     def start(self) -> None:
         with self._cond:
-            if self._t0_ns is not None:
-                raise SourceError("this Push source was started already.")
-            self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
+            super().start()
 
     def feed(
         self, values: ArrayLike, times: ArrayLike | None = None, quality: ArrayLike | None = None
@@ -101,7 +89,7 @@ class Push:
             if q.size and (q.min() < 0 or q.max() > max(Quality)):
                 raise ShapeError("quality must hold daqlab.Quality values 0..3.")
         with self._cond:
-            if self._t0_ns is None:
+            if not self._started:
                 raise SourceError("feed() before start(): start the DataManager (or source) first.")
             if self._closed or self._stopped:
                 raise SourceError("this Push source is closed; it takes no more samples.")
@@ -158,6 +146,7 @@ class Push:
             self._cond.notify_all()
 
     def stop(self) -> None:
+        super().stop()
         with self._cond:
             self._stopped = True
             self._cond.notify_all()

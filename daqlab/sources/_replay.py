@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,16 +12,16 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from daqlab.errors import ConfigurationError, SourceError
+from daqlab.errors import ConfigurationError
 from daqlab.io import open_run
-from daqlab.model import Channel, to_datetime64
 from daqlab.run import channels_of, uncalibrate, validate
+from daqlab.sources._base import SourceBase
 from daqlab.sources._protocol import Samples
 
 __all__ = ["Replay"]
 
 
-class Replay:
+class Replay(SourceBase):
     """Replays a saved run (a path or a run) at ``speed`` times real time.
 
     Samples keep their original spacing, re-stamped from the replay's own
@@ -71,48 +70,22 @@ class Replay:
             )
         if run.sizes["time"] == 0:
             raise ConfigurationError(f"run {self._origin!r} holds no samples; there is nothing to replay.")
-        self.name = name
+        super().__init__(channels_of(run), float(run.attrs["sample_rate"]), name=name,
+                         clock=clock, sleep=sleep, wall_clock=wall_clock)
         self.speed = None if speed is None else float(speed)
         self.loop = bool(loop)
         self._run = run
-        self._channels = channels_of(run)
-        self._rate = float(run.attrs["sample_rate"])
         self._n = int(run.sizes["time"])
         t = run["time"].values.view(np.int64)
         self._rel = t - t[0]
         self._period = int(self._rel[-1] + round(1e9 / self._rate))  # one loop's length in ns
         self._min_block = max(1, round(self._rate * block_duration))
         self._block_size = int(block_size) if block_size else self._min_block
-        self._clock = clock
-        self._stop_event = threading.Event()
-        self._sleep = sleep if sleep is not None else self._stop_event.wait
-        self._wall_clock = wall_clock or (lambda: _dt.datetime.now(_dt.UTC))
-        self._started = False
         self._emitted = 0
-        self._t0_ns = 0
-        self._t0_mono = 0.0
-
-    @property
-    def channels(self) -> tuple[Channel, ...]:
-        return self._channels
-
-    @property
-    def sample_rate(self) -> float:
-        return self._rate
 
     @property
     def finished(self) -> bool:
         return not self.loop and self._emitted >= self._n
-
-    def start(self) -> None:
-        if self._started:
-            raise SourceError("this Replay was started already; make a new one to replay again.")
-        self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
-        self._t0_mono = self._clock()
-        self._started = True
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
     def _rel_time(self, k: int) -> int:
         """Offset (ns) of emitted sample ``k`` from the replay's start, across loops."""
@@ -137,8 +110,7 @@ class Replay:
         return min(d, 10 * self._min_block)
 
     def read(self, timeout: float) -> Samples | None:
-        if not self._started:
-            raise SourceError("read() before start(): call source.start() first.")
+        self._check_started()
         if self._stop_event.is_set() or self.finished:
             return None
         n = self._block_size if self.speed is None else self._due(timeout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -13,9 +12,10 @@ from typing import Any, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-from daqlab.errors import ConfigurationError, SourceError
-from daqlab.model import Channel, ChannelLike, to_channels, to_datetime64
+from daqlab.errors import ConfigurationError
+from daqlab.model import ChannelLike, to_channels
 from daqlab.run import check_sample_rate, sample_times
+from daqlab.sources._base import SourceBase
 from daqlab.sources._protocol import Samples
 
 __all__ = ["Chirp", "Noise", "Simulated", "Sine", "Square", "Waveform"]
@@ -140,7 +140,7 @@ def _default_signal(i: int, rate: float) -> tuple[Waveform, ...]:
     return (Sine(frequency=f, amplitude=1.0 + 0.25 * (i % 4)), Noise(0.05))
 
 
-class Simulated:
+class Simulated(SourceBase):
     """A seeded source of synthetic signals, paced to real time or as fast as possible.
 
     Parameters
@@ -198,9 +198,10 @@ class Simulated:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         wall_clock: Callable[[], _dt.datetime] | None = None,
+        name: str = "",
     ) -> None:
-        self._channels = to_channels(channels)
-        self._rate = check_sample_rate(sample_rate)
+        super().__init__(to_channels(channels), check_sample_rate(sample_rate), name=name,
+                         clock=clock, sleep=sleep, wall_clock=wall_clock)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigurationError(f"seed must be a whole number >= 0; got {seed!r}.")
         self.seed = int(seed)
@@ -218,14 +219,7 @@ class Simulated:
         if duration is not None:
             self._total = round(_check_real("duration", duration, nonneg=True) * self._rate)
         self._signals = self._resolve_signals(signals or {})
-        self._clock = clock
-        self._stop_event = threading.Event()
-        self._sleep = sleep if sleep is not None else self._stop_event.wait
-        self._wall_clock = wall_clock or (lambda: _dt.datetime.now(_dt.UTC))
-        self._started = False
         self._emitted = 0
-        self._t0_ns = 0
-        self._t0_mono = 0.0
         self._rngs: list[np.random.Generator] = []
 
     def _resolve_signals(self, signals: Mapping[str, SignalSpec]) -> tuple[tuple[Waveform, ...], ...]:
@@ -264,14 +258,6 @@ class Simulated:
 
     # ------------------------------------------------------------------ protocol
     @property
-    def channels(self) -> tuple[Channel, ...]:
-        return self._channels
-
-    @property
-    def sample_rate(self) -> float:
-        return self._rate
-
-    @property
     def finished(self) -> bool:
         return self._total is not None and self._emitted >= self._total
 
@@ -281,20 +267,12 @@ class Simulated:
         return self._emitted
 
     def start(self) -> None:
-        if self._started:
-            raise SourceError("this Simulated source was started already; make a new one.")
+        super().start()
         seqs = np.random.SeedSequence(self.seed).spawn(len(self._channels))
         self._rngs = [np.random.default_rng(s) for s in seqs]
-        self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
-        self._t0_mono = self._clock()
-        self._started = True
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
     def read(self, timeout: float) -> Samples | None:
-        if not self._started:
-            raise SourceError("read() before start(): call source.start() first.")
+        self._check_started()
         if self._stop_event.is_set() or self.finished:
             return None
         n = self._due(timeout) if self.paced else self._block_size
