@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["daqlab_threads", "require_tool", "wait_for"]
+__all__ = ["FakeClock", "daqlab_threads", "require_tool", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -42,3 +42,22 @@ def require_tool(name: str) -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return found
+
+
+class FakeClock:
+    """An injectable monotonic clock that moves only when told to, or when slept on."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0.0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

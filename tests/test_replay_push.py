@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 import daqlab as dl
 from daqlab.sources import Push, Replay, Samples
-from tests.helpers import daqlab_threads, wait_for
+from tests.helpers import FakeClock, daqlab_threads, wait_for
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.UTC)
 T0_NS = np.datetime64("2024-03-01T08:00:00", "ns")
@@ -26,23 +26,6 @@ def wall_clock() -> dt.datetime:
     return T0
 
 
-class FakeClock:
-    """A monotonic clock that moves only when told to or when slept on."""
-
-    def __init__(self, now: float = 50.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0.0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def original_run(n: int = 1000, rate: float = 1000.0, *, irregular: bool = False,
@@ -181,7 +164,7 @@ def test_stop_ends_a_replay() -> None:
 @pytest.mark.parametrize("speed", [1.0, 2.5, 0.5], ids=["real-time", "faster", "slower"])
 def test_paced_replay_follows_the_fake_clock_at_speed(speed: float) -> None:
     run = original_run(n=500)  # 0.5 s at 1 kHz
-    fc = FakeClock()
+    fc = FakeClock(50.0)
     src = Replay(run, speed=speed, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
                  block_duration=0.01)
     src.start()
@@ -211,7 +194,7 @@ def test_paced_replay_follows_the_fake_clock_at_speed(speed: float) -> None:
 
 def test_a_paced_read_sleeps_on_the_injected_sleep_until_a_block_is_due() -> None:
     run = original_run(n=500)
-    fc = FakeClock()
+    fc = FakeClock(50.0)
     src = Replay(run, speed=2.0, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
                  block_duration=0.01)  # 10 samples a block at 1 kHz
     src.start()
@@ -231,7 +214,7 @@ def test_a_paced_read_sleeps_on_the_injected_sleep_until_a_block_is_due() -> Non
 
 def test_paced_replay_catches_up_in_bounded_blocks() -> None:
     run = original_run(n=1000)
-    fc = FakeClock()
+    fc = FakeClock(50.0)
     src = Replay(run, speed=1.0, clock=fc, sleep=fc.sleep, wall_clock=wall_clock,
                  block_duration=0.01)
     src.start()
@@ -265,7 +248,7 @@ def test_loop_replays_past_the_end_with_continuous_timestamps() -> None:
 
 def test_paced_loop_continues_with_the_fake_clock() -> None:
     run = original_run(n=50)  # 50 ms per loop
-    fc = FakeClock()
+    fc = FakeClock(50.0)
     src = Replay(run, speed=1.0, loop=True, clock=fc, sleep=fc.sleep, wall_clock=wall_clock)
     src.start()
     total: list[Samples] = []

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 import daqlab as dl
 from daqlab.sources import Chirp, Noise, Samples, Simulated, Sine, Source, Square
+from tests.helpers import FakeClock
 
 T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
 T0_NS = np.datetime64("2024-01-01T12:00:00", "ns")
@@ -22,23 +23,6 @@ def wall_clock() -> dt.datetime:
     return T0
 
 
-class FakeClock:
-    """A monotonic clock that only moves when told to, or when slept on."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0.0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def read_all(src: Simulated, max_reads: int = 100_000) -> tuple[NDArray[np.float64],
