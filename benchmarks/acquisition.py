@@ -98,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--quick", action="store_true", help="3 s runs of small configurations")
     ap.add_argument("--dir", type=Path, default=None, help="where to record (default: a temp dir)")
+    ap.add_argument("--config", default=None, help="one configuration CHANNELSxRATE, e.g. 8x1000000")
     args = ap.parse_args(argv)
     configs = QUICK if args.quick else FULL
+    if args.config:
+        c, r = args.config.lower().split("x")
+        configs = [(int(c), float(r))]
     seconds = 3.0 if args.quick else args.seconds
     root = Path(tempfile.mkdtemp(prefix="daqlab-bench-", dir=args.dir))
     try:

@@ -80,7 +80,7 @@ class AcquisitionConfig:
     """Compress saved files (zlib with shuffle: 2-4x smaller, much slower)."""
     max_memory_usage_mb: float = 1024.0
     """Ring buffers together may use at most this many MiB; bigger configurations are refused."""
-    flush_interval: float = 0.5
+    flush_interval: float = 0.25
     """Recorders make data durable at least this often (s): what a crash may lose."""
     stop_timeout: float = 10.0
     """Seconds ``stop()`` waits for each thread before it reports a hang."""
@@ -330,9 +330,13 @@ class DataManager:
                     self.bus.publish(NewData(name, start, len(block), block.times[0], block.times[-1]))
                 if src.finished:
                     break
-            # stop() was asked for: keep what the source still holds (a Push queue)
-            while (block := src.read(timeout=0.0)) is not None and len(block):
+            # stop() was asked for: keep what the source still holds (a Push queue), but no
+            # more than a buffer's worth, in case a source ignores stop() and never runs dry
+            drained = 0
+            while drained < buf.capacity and (block := src.read(timeout=0.0)) is not None \
+                    and len(block):
                 start = buf.push(block.values, block.times, block.quality)
+                drained += len(block)
                 self.bus.publish(NewData(name, start, len(block), block.times[0], block.times[-1]))
         except BaseException as exc:  # report every failure, even KeyboardInterrupt in a driver
             self.errors[name] = exc
@@ -597,14 +601,15 @@ class DataManager:
         if start < lo:
             rec = self.recorders.get(ds.source)
             if rec is None or rec.error is not None or rec.start_index > start:
-                t_lo = buf.latest(1).time.values[0] if len(buf) else "now"
                 raise DataRangeError(
                     f"dataset {ds.name!r} needs samples {start}..{lo - 1} of source "
-                    f"{ds.source!r} (before {t_lo}), which the ring buffer no longer holds and "
+                    f"{ds.source!r} (older than the {buf.capacity} samples the ring buffer holds), "
+                    "which the ring buffer no longer holds and "
                     f"{'no recorder has' if rec is None else 'the recorder does not have'}. "
                     "Use record=True or a longer buffer_seconds to keep them."
                 )
-            rec.flush_through(lo, timeout=self.config.stop_timeout)
+            # through `end`, not `lo`: the writer may lap the ring again while we read it
+            rec.flush_through(end, timeout=self.config.stop_timeout)
             recorded = rec.recorded(chunks={})
             upto = min(end, rec.start_index + recorded.sizes["time"])
             parts.append(recorded.isel(time=slice(start - rec.start_index, upto - rec.start_index)))

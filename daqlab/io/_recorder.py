@@ -114,7 +114,7 @@ class Recorder:
         buffer: RingBuffer,
         path: str | os.PathLike[str],
         *,
-        flush_interval: float = 0.5,
+        flush_interval: float = 0.25,
         max_segment_samples: int = 4_000_000,
         publish: Callable[[Event], None] | None = None,
         attrs: dict[str, Any] | None = None,
