@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daqlab.errors import StorageError
 
-__all__ = ["atomic_path", "ensure_space", "fsync_dir", "temp_name"]
+__all__ = ["atomic_path", "ensure_space", "fsync_dir", "fsync_path", "temp_name"]
 
 
 def temp_name(path: Path) -> Path:
@@ -20,21 +20,18 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new file in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data) or a folder (the names in it: a rename, a new file)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable."""
+    fsync_path(folder)
 
 
 _MARGIN = 1 << 20  # bytes kept free beyond an estimate: HDF5 metadata, file system slack
@@ -83,7 +80,7 @@ def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0)
     tmp = temp_name(path)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:

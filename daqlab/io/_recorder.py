@@ -34,7 +34,7 @@ from daqlab._version import __version__
 from daqlab.buffer import Block, RingBuffer
 from daqlab.errors import FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
-from daqlab.io._atomic import ensure_space, fsync_dir, temp_name
+from daqlab.io._atomic import ensure_space, fsync_dir, fsync_path, temp_name
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, assemble_run, flag_quality, validate
@@ -55,11 +55,7 @@ def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
     tmp = temp_name(path)
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
