@@ -529,3 +529,19 @@ def test_a_read_waits_for_a_feed_from_another_thread() -> None:
     assert block is not None
     assert block.values.tolist() == [[1.0]]
     wait_for(lambda: not t.is_alive(), timeout=5.0)
+
+
+def test_replay_from_a_file_loops_exactly_with_blocks_straddling_the_end(tmp_path: Path) -> None:
+    # a block size that does not divide the run: blocks cross the loop boundary, and reads go
+    # through the read-ahead cache (smaller than the run here) rather than one dask read each
+    n = 70_001
+    run = dl.make_run(np.random.default_rng(3).normal(size=(2, n)), ["a", "b"], sample_rate=1e3,
+                      start="2026-01-01")
+    path = dl.save(run, tmp_path / "loop.nc")
+    src = dl.sources.Replay(path, speed=None, block_size=777, loop=True, wall_clock=wall_clock)
+    src.start()
+    blocks = [src.read(timeout=1.0) for _ in range((3 * n) // 777 + 1)]
+    values = np.concatenate([b.values for b in blocks if b is not None], axis=1)
+    np.testing.assert_array_equal(values[:, : 3 * n], np.tile(run.value.values, 3))
+    times = np.concatenate([b.times for b in blocks if b is not None]).view(np.int64)
+    assert set(np.diff(times).tolist()) == {1_000_000}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from daqlab.errors import ConfigurationError
 from daqlab.io import open_run
@@ -82,6 +83,11 @@ class Replay(SourceBase):
         self._min_block = max(1, round(self._rate * block_duration))
         self._block_size = int(block_size) if block_size else self._min_block
         self._emitted = 0
+        # read-ahead: about a second of samples (at least 64 k) per read of the run
+        self._cache_len = max(65_536, round(self._rate))
+        self._cache_span = (0, 0)
+        self._cache: tuple[NDArray[np.float64], NDArray[np.int8]] = (
+            np.empty((len(self._channels), 0)), np.empty((len(self._channels), 0), np.int8))
 
     @property
     def finished(self) -> bool:
@@ -120,17 +126,33 @@ class Replay(SourceBase):
             return None
         ks = np.arange(self._emitted, self._emitted + n)
         idx = ks % self._n
-        lo, hi = int(idx[0]), int(idx[-1]) + 1
-        if hi - lo == n:  # one contiguous slice (no wrap)
-            sel: Any = slice(lo, hi)
-        else:
-            sel = idx
-        values = np.asarray(self._run["value"][:, sel].values, dtype=np.float64)
-        quality = np.asarray(self._run["quality"][:, sel].values, dtype=np.int8)
+        values, quality = self._samples(idx)
         loops = ks // self._n
         times = (self._t0_ns + loops * self._period + self._rel[idx]).view("datetime64[ns]")
         self._emitted += n
         return Samples(values, times, quality)
+
+    def _samples(self, idx: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.int8]]:
+        """Values and quality at run positions ``idx`` (ascending, wrapping to 0 at most once
+        when looping)."""
+        wrap = np.flatnonzero(np.diff(idx) < 0)
+        if wrap.size:  # a loop boundary inside the block: two contiguous reads
+            k = int(wrap[0]) + 1
+            (v0, q0), (v1, q1) = self._span(int(idx[0]), int(idx[k - 1]) + 1), self._span(
+                int(idx[k]), int(idx[-1]) + 1)
+            return np.concatenate([v0, v1], axis=1), np.concatenate([q0, q1], axis=1)
+        return self._span(int(idx[0]), int(idx[-1]) + 1)
+
+    def _span(self, lo: int, hi: int) -> tuple[NDArray[np.float64], NDArray[np.int8]]:
+        """Samples ``lo:hi`` of the run, through a read-ahead cache: reading a lazily opened
+        file block by block costs ~30 ms a read, a second's worth at once hardly more."""
+        c0, c1 = self._cache_span
+        if lo < c0 or hi > c1:
+            c0, c1 = lo, min(self._n, max(hi, lo + self._cache_len))
+            self._cache = (np.asarray(self._run["value"][:, c0:c1].values, dtype=np.float64),
+                           np.asarray(self._run["quality"][:, c0:c1].values, dtype=np.int8))
+            self._cache_span = (c0, c1)
+        return self._cache[0][:, lo - c0 : hi - c0].copy(), self._cache[1][:, lo - c0 : hi - c0].copy()
 
     def describe(self) -> dict[str, Any]:
         return {
