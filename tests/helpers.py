@@ -6,7 +6,9 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FakeClock", "daqlab_threads", "require_tool", "wait_for"]
+from daqlab.sources import Samples, Source
+
+__all__ = ["FakeClock", "daqlab_threads", "read_to_end", "require_tool", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -61,3 +63,17 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def read_to_end(src: Source, max_reads: int = 100_000) -> list[Samples]:
+    """Every block of a started, unpaced, finite source, in order; it must end in ``max_reads``."""
+    blocks: list[Samples] = []
+    for _ in range(max_reads):
+        if src.finished:
+            break
+        block = src.read(timeout=0.0)
+        assert block is not None
+        blocks.append(block)
+    assert src.finished
+    assert src.read(timeout=0.0) is None
+    return blocks

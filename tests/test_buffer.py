@@ -13,7 +13,7 @@ import collections
 import datetime
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -1018,7 +1018,14 @@ def test_wait_returns_false_on_timeout_with_nothing_new() -> None:
     assert r.wait(timeout=0.01) is False
 
 
-def test_wait_wakes_when_the_writer_pushes() -> None:
+@pytest.mark.parametrize(
+    ("wake", "expected"),
+    [
+        pytest.param(lambda rb: rb.push(_counter_block(0, 1)), True, id="writer-pushes"),
+        pytest.param(lambda rb: rb.close(), False, id="buffer-closes"),
+    ],
+)
+def test_wait_returns_when(wake: Callable[[RingBuffer], object], expected: bool) -> None:
     rb = _counter_buffer(10)
     r = rb.reader()
     result: list[bool] = []
@@ -1031,29 +1038,10 @@ def test_wait_wakes_when_the_writer_pushes() -> None:
     th = threading.Thread(target=waiter, name="daqlab-test-waiter", daemon=True)
     th.start()
     assert waiting.wait(10.0)
-    rb.push(_counter_block(0, 1))
+    wake(rb)
     th.join(timeout=10.0)
     assert not th.is_alive()
-    assert result == [True]
-
-
-def test_wait_returns_when_the_buffer_closes() -> None:
-    rb = _counter_buffer(10)
-    r = rb.reader()
-    result: list[bool] = []
-    waiting = threading.Event()
-
-    def waiter() -> None:
-        waiting.set()
-        result.append(r.wait(timeout=30.0))
-
-    th = threading.Thread(target=waiter, name="daqlab-test-close-waiter", daemon=True)
-    th.start()
-    assert waiting.wait(10.0)
-    rb.close()
-    th.join(timeout=10.0)
-    assert not th.is_alive()
-    assert result == [False]
+    assert result == [expected]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 import daqlab as dl
 from daqlab.sources import Push, Replay, Samples
-from tests.helpers import FakeClock, daqlab_threads, wait_for
+from tests.helpers import FakeClock, daqlab_threads, read_to_end, wait_for
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.UTC)
 T0_NS = np.datetime64("2024-03-01T08:00:00", "ns")
@@ -60,18 +60,11 @@ def original_run(n: int = 1000, rate: float = 1000.0, *, irregular: bool = False
 
 def drain(src: Replay, max_reads: int = 100_000) -> tuple[NDArray[np.float64], NDArray[np.int8],
                                                             NDArray[np.datetime64]]:
-    values, quality, times = [], [], []
-    for _ in range(max_reads):
-        if src.finished:
-            break
-        block = src.read(timeout=0.0)
-        assert block is not None
-        values.append(block.values)
-        quality.append(block.quality if block.quality is not None
-                       else np.zeros_like(block.values, np.int8))
-        times.append(block.times)
-    assert src.finished
-    assert src.read(timeout=0.0) is None
+    blocks = read_to_end(src, max_reads)
+    values = [b.values for b in blocks]
+    quality = [b.quality if b.quality is not None else np.zeros_like(b.values, np.int8)
+               for b in blocks]
+    times = [b.times for b in blocks]
     return (np.concatenate(values, axis=1), np.concatenate(quality, axis=1),
             np.concatenate(times))
 

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 import daqlab as dl
 from daqlab.sources import Chirp, Noise, Samples, Simulated, Sine, Source, Square
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, read_to_end
 
 T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
 T0_NS = np.datetime64("2024-01-01T12:00:00", "ns")
@@ -30,19 +30,10 @@ def read_all(src: Simulated, max_reads: int = 100_000) -> tuple[NDArray[np.float
                                                                  list[int]]:
     """Start an unpaced, finite source and read it to the end."""
     src.start()
-    values: list[NDArray[np.float64]] = []
-    times: list[NDArray[np.datetime64]] = []
-    sizes: list[int] = []
-    for _ in range(max_reads):
-        if src.finished:
-            break
-        block = src.read(timeout=0.0)
-        assert block is not None
-        values.append(block.values)
-        times.append(block.times)
-        sizes.append(len(block))
-    assert src.finished
-    assert src.read(timeout=0.0) is None
+    blocks = read_to_end(src, max_reads)
+    values = [b.values for b in blocks]
+    times = [b.times for b in blocks]
+    sizes = [len(b) for b in blocks]
     return np.concatenate(values, axis=1), np.concatenate(times), sizes
 
 
