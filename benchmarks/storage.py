@@ -14,7 +14,6 @@ Targets: NetCDF >= 0.5x raw h5py both ways; CSV >= 2x pandas both ways.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
@@ -28,6 +27,7 @@ import pandas as pd
 import xarray as xr
 
 import daqlab as dl
+from daqlab.io._atomic import fsync_path
 
 
 def compare(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -52,14 +52,6 @@ def make_run(channels: int, n: int) -> xr.Dataset:
     return dl.make_run(v, channels, sample_rate=1e6, start="2026-11-24", name="bench")
 
 
-def fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def bench_netcdf(folder: Path, channels: int, n: int, repeat: int) -> list[tuple[str, float, float]]:
     run = make_run(channels, n)
     values = run["value"].values
@@ -70,7 +62,7 @@ def bench_netcdf(folder: Path, channels: int, n: int, repeat: int) -> list[tuple
     def h5_write() -> None:
         with h5py.File(h5, "w", libver=("earliest", "v110")) as f:
             f.create_dataset("value", data=values, chunks=(1, min(n, 1 << 18)))
-        fsync(h5)
+        fsync_path(h5)
 
     def h5_read() -> None:
         with h5py.File(h5, "r") as f:

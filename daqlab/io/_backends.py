@@ -11,7 +11,7 @@ The CSV and seed engines also answer xarray's ``guess_can_open``, so
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,40 +31,41 @@ def _path(filename_or_obj: Any) -> Path | None:
     return None
 
 
-def _open(opener: Callable[[Path], xr.Dataset], filename_or_obj: Any,
-          drop_variables: str | Iterable[str] | None) -> xr.Dataset:
-    path = _path(filename_or_obj)
-    if path is None:
-        raise TypeError(f"daqlab's xarray engines open paths; got {type(filename_or_obj).__name__}.")
-    ds = opener(path)
-    if drop_variables is not None:
-        ds = ds.drop_vars(drop_variables, errors="ignore")
-    return ds
+class _DaqlabEntrypoint(BackendEntrypoint):
+    """Opens a path with ``opener`` (a daqlab reader) and drops the variables asked for."""
 
-
-class DaqlabBackendEntrypoint(BackendEntrypoint):
-    """Every run daqlab reads, detected from its contents (as ``daqlab.open_run``)."""
-
-    description = "daqlab runs: NetCDF4, CSV (long/wide), the seed's HDF5 layout, recordings"
     open_dataset_parameters = ("filename_or_obj", "drop_variables")
+
+    @staticmethod
+    def opener(path: Path) -> xr.Dataset:
+        raise NotImplementedError
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
                      **kwargs: Any) -> xr.Dataset:
-        return _open(open_run, filename_or_obj, drop_variables)
+        path = _path(filename_or_obj)
+        if path is None:
+            raise TypeError(f"daqlab's xarray engines open paths; got {type(filename_or_obj).__name__}.")
+        ds = self.opener(path)
+        if drop_variables is not None:
+            ds = ds.drop_vars(drop_variables, errors="ignore")
+        return ds
+
+
+class DaqlabBackendEntrypoint(_DaqlabEntrypoint):
+    """Every run daqlab reads, detected from its contents (as ``daqlab.open_run``)."""
+
+    description = "daqlab runs: NetCDF4, CSV (long/wide), the seed's HDF5 layout, recordings"
+    opener = staticmethod(open_run)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         return False  # only when asked for by name: NetCDF belongs to xarray's own engines
 
 
-class DaqlabCsvBackendEntrypoint(BackendEntrypoint):
+class DaqlabCsvBackendEntrypoint(_DaqlabEntrypoint):
     """daqlab's CSV layouts."""
 
     description = "daqlab CSV runs (long form timestamp_ms,value,channel,quality and wide form)"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables")
-
-    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
-                     **kwargs: Any) -> xr.Dataset:
-        return _open(open_csv, filename_or_obj, drop_variables)
+    opener = staticmethod(open_csv)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         path = _path(filename_or_obj)
@@ -77,15 +78,11 @@ class DaqlabCsvBackendEntrypoint(BackendEntrypoint):
             return False
 
 
-class DaqlabSeedBackendEntrypoint(BackendEntrypoint):
+class DaqlabSeedBackendEntrypoint(_DaqlabEntrypoint):
     """The seed's HDF5 layout (``/data/<channel>/timestamps|values``, ``/metadata``)."""
 
     description = "HDF5 files in the seed's /data/<channel>/timestamps|values layout"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables")
-
-    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
-                     **kwargs: Any) -> xr.Dataset:
-        return _open(open_seed, filename_or_obj, drop_variables)
+    opener = staticmethod(open_seed)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         path = _path(filename_or_obj)

@@ -144,6 +144,15 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------- attribute codec
 
 
+
+def _loads_or(text: str, default: Any) -> Any:
+    """``text`` parsed as JSON, or ``default`` when it is not JSON (files from elsewhere
+    store plain text where daqlab stores JSON)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
+
 def _dumps(obj: Any) -> str:
     text = json.dumps(obj, allow_nan=True, ensure_ascii=False)
     try:
@@ -444,10 +453,7 @@ def _read_metadata(f: Any, path: Path) -> dict[str, Any]:
     if isinstance(obj, h5py.Dataset):  # e.g. one JSON text
         value = _py(obj[()])
         if isinstance(value, str):
-            try:
-                loaded = json.loads(value)
-            except json.JSONDecodeError:
-                loaded = None
+            loaded = _loads_or(value, None)
             if isinstance(loaded, dict):
                 return loaded
         return {"metadata": value}
@@ -773,10 +779,7 @@ def _foreign_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) ->
             break
     inner = meta.get("metadata")
     if isinstance(inner, str):
-        try:
-            loaded = json.loads(inner)
-        except json.JSONDecodeError:
-            loaded = None
+        loaded = _loads_or(inner, None)
         if isinstance(loaded, dict):
             del meta["metadata"]
             meta = {**{str(k): v for k, v in loaded.items()}, **meta}
@@ -855,11 +858,7 @@ def _channel(ch: _Chan, units: Any, path: Path) -> Channel:
             break
     else:
         if isinstance(units, str):
-            try:
-                loaded = json.loads(units)
-            except json.JSONDecodeError:
-                loaded = units
-            units = loaded
+            units = _loads_or(units, units)
         if isinstance(units, str):
             unit = units
         elif isinstance(units, dict) and isinstance(units.get(ch.name), str):
