@@ -6,6 +6,8 @@
 ['ai0']
 """
 
+from typing import TYPE_CHECKING, Any
+
 from daqlab import events, sources
 from daqlab._version import __version__
 from daqlab.accessor import DaqAccessor
@@ -22,6 +24,7 @@ from daqlab.errors import (
     DataRangeError,
     FormatError,
     NotCalibratedError,
+    ProcessingError,
     SchemaError,
     ShapeError,
     SourceError,
@@ -30,6 +33,23 @@ from daqlab.errors import (
 from daqlab.io import Recorder, open_recording, open_run, open_runs, save
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
+
+if TYPE_CHECKING:
+    from daqlab import processing
+    from daqlab.processing import Pipeline, Processor
+
+_LAZY = {"processing": None, "Pipeline": "Pipeline", "Processor": "Processor"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load processing (and scipy, about a second) on first use: ``import daqlab`` stays quick."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'daqlab' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module("daqlab.processing")
+    attr = _LAZY[name]
+    return module if attr is None else getattr(module, attr)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -49,6 +69,9 @@ __all__ = [
     "DataRangeError",
     "FormatError",
     "NotCalibratedError",
+    "Pipeline",
+    "ProcessingError",
+    "Processor",
     "Quality",
     "Reader",
     "Recorder",
@@ -65,6 +88,7 @@ __all__ = [
     "open_recording",
     "open_run",
     "open_runs",
+    "processing",
     "save",
     "sources",
     "uncalibrate",

@@ -20,6 +20,7 @@ __all__ = [
     "DataRangeError",
     "FormatError",
     "NotCalibratedError",
+    "ProcessingError",
     "SchemaError",
     "ShapeError",
     "SourceError",
@@ -98,3 +99,8 @@ class StorageError(DaqlabError, OSError):
 
 class FormatError(DaqlabError, ValueError):
     """A file is corrupt, truncated, foreign or of an unsupported format/version."""
+
+
+class ProcessingError(DaqlabError, ValueError):
+    """A processing step cannot run as asked on this run (a cut-off at or above Nyquist,
+    a series shorter than the filter needs, a bad parameter)."""

@@ -1,12 +1,13 @@
 """Saving and opening runs in every format; the streaming recorder."""
 
-from daqlab.io._open import FORMATS, detect_format, open_run, open_runs, save
+from daqlab.io._open import FORMATS, detect_format, format_for, open_run, open_runs, save
 from daqlab.io._recorder import Recorder, is_recording, open_recording
 
 __all__ = [
     "FORMATS",
     "Recorder",
     "detect_format",
+    "format_for",
     "is_recording",
     "open_recording",
     "open_run",

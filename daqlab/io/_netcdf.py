@@ -202,7 +202,8 @@ def _strip_cf(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _verify(tmp: Path, run: xr.Dataset) -> None:
-    """Reopen what was written (plain h5py: cheap) and compare shape, time span and last samples."""
+    """Reopen what was written (plain h5py: cheap) and compare shape, time span and (for a run in
+    memory) the last samples."""
     n = run.sizes["time"]
     problems = []
     try:
@@ -217,7 +218,10 @@ def _verify(tmp: Path, run: xr.Dataset) -> None:
                 if not np.array_equal(ends, run["time"].values[[0, -1]]):
                     problems.append("time span differs")
                 tail = slice(max(0, n - 1024), n)
-                if not np.array_equal(f["value"][:, tail], run["value"][:, tail].values, equal_nan=True):
+                # a lazy run is not computed twice (a pipeline's last samples may need all of it)
+                lazy = run["value"].chunks is not None
+                if not lazy and not np.array_equal(f["value"][:, tail], run["value"][:, tail].values,
+                                                   equal_nan=True):
                     problems.append("last samples differ")
     except (OSError, KeyError) as exc:
         problems.append(f"unreadable: {exc}")

@@ -28,7 +28,7 @@ _SUFFIXES = {".nc": "netcdf", ".nc4": "netcdf", ".h5": "netcdf", ".hdf5": "netcd
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def _format_for(path: Path, format: str | None) -> str:
+def format_for(path: Path, format: str | None) -> str:
     if format is not None:
         if format not in FORMATS:
             raise FormatError(f"format {format!r} is not supported; choose one of {list(FORMATS)}.")
@@ -55,7 +55,7 @@ def save(
     ``overwrite=True``. ``compression`` applies to NetCDF (zlib + shuffle).
     """
     p = Path(path)
-    fmt = _format_for(p, format)
+    fmt = format_for(p, format)
     if fmt == "netcdf":
         return save_netcdf(run, p, overwrite=overwrite, compression=compression)
     if fmt == "seed-hdf5":
