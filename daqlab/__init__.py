@@ -37,18 +37,25 @@ from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibra
 if TYPE_CHECKING:
     from daqlab import processing
     from daqlab.processing import Pipeline, Processor
+    from daqlab.view import LiveView, SpectrumView
 
-_LAZY = {"processing": None, "Pipeline": "Pipeline", "Processor": "Processor"}
+_LAZY = {
+    "processing": ("daqlab.processing", None),
+    "Pipeline": ("daqlab.processing", "Pipeline"),
+    "Processor": ("daqlab.processing", "Processor"),
+    "LiveView": ("daqlab.view", "LiveView"),
+    "SpectrumView": ("daqlab.view", "SpectrumView"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Load processing (and scipy, about a second) on first use: ``import daqlab`` stays quick."""
+    """Load processing (scipy) and views (bokeh, ipywidgets) on first use: ``import daqlab`` stays quick."""
     if name not in _LAZY:
         raise AttributeError(f"module 'daqlab' has no attribute {name!r}")
     import importlib
 
-    module = importlib.import_module("daqlab.processing")
-    attr = _LAZY[name]
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
     return module if attr is None else getattr(module, attr)
 
 __all__ = [
@@ -68,6 +75,7 @@ __all__ = [
     "DataManager",
     "DataRangeError",
     "FormatError",
+    "LiveView",
     "NotCalibratedError",
     "Pipeline",
     "ProcessingError",
@@ -79,6 +87,7 @@ __all__ = [
     "SchemaError",
     "ShapeError",
     "SourceError",
+    "SpectrumView",
     "StorageError",
     "__version__",
     "calibrate",

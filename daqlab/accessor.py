@@ -85,3 +85,14 @@ class DaqAccessor:
 
     def save(self, path: str | os.PathLike[str], format: str | None = None, **kw: Any) -> Path:
         return save(self._run, path, format, **kw)
+
+    def plot(self, channels: list[str] | None = None, **kw: Any) -> Any:
+        """A decimated bokeh plot of the run with quality shading (a :class:`daqlab.view.RunPlot`).
+
+        In a notebook it displays as a widget, and zooming re-reads detail from
+        the run; ``.save_html(path)`` writes a standalone page. bokeh loads here,
+        not at ``import daqlab``.
+        """
+        from daqlab.view import RunPlot
+
+        return RunPlot(self._run, channels, **kw)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +75,14 @@ def _demo(args: argparse.Namespace) -> int:
             bar.update(buffer.written - bar.n)
         bar.update(buffer.written - bar.n)
     path = manager.recorders["src"].path
-    print(summary(open_run(path, chunks={}), path))
+    run = open_run(path, chunks={})
+    print(summary(run, path))
+    if not args.no_plot:
+        from daqlab.view import RunPlot
+
+        page = RunPlot(run, title=f"daqlab demo: {path.name}").save_html(
+            path.with_suffix(".html"), overwrite=True)
+        print(f"plot: {page}")
     return 0
 
 
@@ -93,6 +102,26 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def notebooks_folder() -> Path:
+    """The repository's notebooks/ (next to the package in a checkout), else ./notebooks."""
+    beside = Path(__file__).resolve().parents[1] / "notebooks"
+    return beside if beside.is_dir() else Path.cwd() / "notebooks"
+
+
+def _lab(args: argparse.Namespace) -> int:
+    folder = Path(args.folder) if args.folder else notebooks_folder()
+    if not folder.is_dir():
+        raise ConfigurationError(f"no notebooks folder at {folder}; pass one: daqlab lab FOLDER.")
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise ConfigurationError(
+            "JupyterLab is not installed in this environment; install it with "
+            "`pip install 'daqlab[lab]'` (or `pip install jupyterlab`), then run daqlab lab again."
+        )
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", *args.jupyter_args]
+    print(f"daqlab lab: {' '.join(cmd)}")
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daqlab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"daqlab {__version__}")
@@ -105,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="daqlab-runs", help="folder for the run (default ./daqlab-runs)")
     demo.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--no-plot", action="store_true", help="do not write the HTML plot beside the run")
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="summarise a saved run")
     info.add_argument("path")
@@ -116,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     conv.add_argument("--compress", action="store_true", help="zlib-compress NetCDF values")
     conv.set_defaults(func=_convert)
+    lab = sub.add_parser("lab", help="open JupyterLab on daqlab's notebooks")
+    lab.add_argument("folder", nargs="?", default=None, help="notebook folder (default: notebooks/)")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    lab.set_defaults(func=_lab)
     return parser
 
 

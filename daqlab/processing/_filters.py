@@ -60,7 +60,9 @@ class Design:
 
 
 def _design(sos: NDArray[np.float64], what: str) -> Design:
-    poles = signal.sos2zpk(sos)[1]
+    # the poles are the roots of each section's denominator; sos2zpk would also factor the
+    # numerators and warn (BadCoefficients) on the tiny gains of a low cut-off's first section
+    poles = np.concatenate([np.roots(section[3:]) for section in sos])
     radius = float(np.max(np.abs(poles))) if poles.size else 0.0
     if radius >= 1.0:
         raise ProcessingError(f"{what} is unstable (a pole at radius {radius:.6f}); choose a lower order.")

@@ -1,0 +1,147 @@
+"""What live views share: finding the ring buffer, the refresher thread, the frame acknowledgement."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+from bokeh.models import CustomJS, Div
+from jupyter_bokeh.widgets import BokehModel
+
+from daqlab.acquisition import DataManager
+from daqlab.buffer import RingBuffer
+from daqlab.errors import ChannelNotFoundError, ConfigurationError
+from daqlab.view._pacer import FramePacer
+
+__all__ = ["BokehWidget", "LiveBase", "resolve_buffer", "resolve_channels"]
+
+_numbers = itertools.count(1)
+
+
+class BokehWidget(BokehModel):  # type: ignore[misc]
+    """jupyter_bokeh's widget with a close() that may run twice (ipywidgets calls it again from
+    ``__del__``; jupyter_bokeh 4 then raises KeyError unregistering from the document)."""
+
+    def close(self) -> None:
+        if getattr(self, "_daqlab_closed", False):
+            return
+        self._daqlab_closed = True
+        with contextlib.suppress(KeyError):
+            super().close()
+
+
+def resolve_buffer(target: object, source: str | None) -> tuple[RingBuffer, DataManager | None]:
+    """The ring buffer to show: ``target`` itself, or one of a DataManager's (``source`` names it)."""
+    if isinstance(target, RingBuffer):
+        return target, None
+    if isinstance(target, DataManager):
+        names = list(target.buffers)
+        if source is None:
+            return target.buffers[names[0]], target
+        if source not in target.buffers:
+            raise ConfigurationError(f"source {source!r} is not one of this manager's sources {names}.")
+        return target.buffers[source], target
+    raise ConfigurationError(
+        f"a live view shows a DataManager or a RingBuffer; got {type(target).__name__}. "
+        "For a saved run use run.daq.plot()."
+    )
+
+
+def resolve_channels(buffer: RingBuffer, channels: Sequence[str] | str | None) -> list[str]:
+    names = [c.name for c in buffer.channels]
+    if channels is None:
+        return names
+    wanted = [channels] if isinstance(channels, str) else list(channels)
+    missing = [c for c in wanted if c not in names]
+    if missing or not wanted:
+        raise ChannelNotFoundError(
+            f"channels {missing or wanted} are not in this buffer; its channels are {names}."
+        )
+    return wanted
+
+
+class LiveBase(widgets.VBox):  # type: ignore[misc]
+    """An ipywidget whose bokeh plot one refresher thread redraws, paced by the browser's acks.
+
+    Subclasses build ``self.layout_model`` (the bokeh layout), call
+    :meth:`_start_refresher`, and implement :meth:`_draw` (called on the
+    refresher thread, the only one that touches the bokeh models).
+    """
+
+    kind = "view"
+
+    def __init__(self, *, max_fps: float, clock: Callable[[], float] = time.monotonic,
+                 children: Sequence[Any] = ()) -> None:
+        super().__init__(children=list(children))
+        self.pacer = FramePacer(max_fps, min_fps=min(1.0, max_fps), blind_fps=min(5.0, max_fps), clock=clock)
+        self.number = next(_numbers)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ack = Div(text="", visible=False, width=1, height=1, name=f"daqlab-{self.kind}-ack")
+        self.ack.on_change("tags", self._on_ack)
+
+    def _on_ack(self, attr: str, old: Any, new: Any) -> None:
+        # runs on the kernel's main thread: reads the value only, never touches bokeh models
+        if new and isinstance(new[0], (int, float)):
+            self.pacer.frame_acked(int(new[0]))
+
+    def _ack_callback(self, source: Any) -> CustomJS:
+        """JS: after the browser paints new data of ``source``, acknowledge its frame number."""
+        return CustomJS(args={"source": source, "ack": self.ack}, code="""
+            const frame = source.tags.length ? source.tags[0] : 0;
+            requestAnimationFrame(() => { ack.tags = [frame]; });
+        """)
+
+    def _wrap(self, layout: Any) -> BokehModel:
+        self.bokeh_widget = BokehWidget(layout)
+        return self.bokeh_widget
+
+    def _start_refresher(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"daqlab-{self.kind}-{self.number}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                delay = self.pacer.delay()
+                if delay > 0:
+                    self._stop.wait(delay)
+                    continue
+                if self.pacer.should_draw():
+                    self._draw(self.pacer.frame_sent())
+        except BaseException as exc:  # shown in the status line; the kernel goes on
+            self.error = exc
+            self._show_error(exc)
+
+    def _draw(self, frame: int) -> None:
+        raise NotImplementedError
+
+    def _show_error(self, exc: BaseException) -> None:
+        pass
+
+    @property
+    def refreshing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop redrawing (the plot stays as it is)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Stop the refresher and close the widgets (also what closing the kernel amounts to)."""
+        self.stop()
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for child in self.children:  # the bokeh widget is one of them
+            child.close()
+        super().close()

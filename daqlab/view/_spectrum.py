@@ -1,0 +1,113 @@
+"""SpectrumView: a live Welch power spectral density of the newest samples, on log axes."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from bokeh.models import ColumnDataSource
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+from numpy.typing import NDArray
+from scipy import signal
+
+from daqlab.acquisition import DataManager
+from daqlab.buffer import RingBuffer
+from daqlab.errors import ConfigurationError
+from daqlab.view._base import LiveBase, resolve_buffer, resolve_channels
+
+__all__ = ["SpectrumView", "welch_psd"]
+
+
+def welch_psd(values: NDArray[np.float64], sample_rate: float, nperseg: int) -> tuple[Any, Any]:
+    """Welch PSD per channel (NaN samples set to the channel's mean); zero frequency left out."""
+    x = np.array(values, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        means = np.nanmean(np.where(bad, np.nan, x), axis=-1, keepdims=True)
+        x = np.where(bad, np.nan_to_num(means), x)
+    f, p = signal.welch(x, fs=sample_rate, nperseg=min(nperseg, x.shape[-1]), axis=-1)
+    return f[1:], p[..., 1:]
+
+
+class SpectrumView(LiveBase):
+    """A live power spectral density (Welch) of the newest ``seconds`` of chosen channels.
+
+    Log frequency and power axes; redrawn by its own refresher thread
+    (``daqlab-spectrum-<n>``), a few times a second. Several views, of either
+    kind, may watch one manager at once.
+    """
+
+    kind = "spectrum"
+
+    def __init__(
+        self,
+        target: DataManager | RingBuffer,
+        channels: Sequence[str] | str | None = None,
+        seconds: float = 1.0,
+        *,
+        source: str | None = None,
+        nperseg: int = 4096,
+        width: int = 900,
+        height: int = 320,
+        max_fps: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        buffer, manager = resolve_buffer(target, source)
+        self.names = resolve_channels(buffer, channels)
+        held = buffer.capacity / buffer.sample_rate
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= held:
+            raise ConfigurationError(f"seconds must be above 0 and at most {held:g} (what the buffer "
+                                     f"holds); got {seconds!r}.")
+        if isinstance(nperseg, bool) or not isinstance(nperseg, int) or nperseg < 8:
+            raise ConfigurationError(f"nperseg must be a whole number of samples >= 8; got {nperseg!r}.")
+        self.buffer, self.manager = buffer, manager
+        self.samples = max(8, round(seconds * buffer.sample_rate))
+        self.nperseg = nperseg
+        super().__init__(max_fps=max_fps, clock=clock)
+        self.reader = buffer.reader()
+        self.rows = [[c.name for c in buffer.channels].index(n) for n in self.names]
+        self.source = ColumnDataSource(
+            data={"f": np.empty(0), **{f"p{i}": np.empty(0) for i in range(len(self.names))}},
+            name="daqlab-spectrum-data")
+        fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
+                     x_axis_label="frequency (Hz)", y_axis_label="power spectral density (unit²/Hz)",
+                     tools="pan,box_zoom,wheel_zoom,reset,save", name="daqlab-spectrum-figure")
+        for i, name in enumerate(self.names):
+            fig.line("f", f"p{i}", source=self.source, legend_label=name,
+                     color=Category10_10[i % len(Category10_10)])
+        fig.legend.click_policy = "hide"
+        fig.toolbar.logo = None
+        self.figure = fig
+        self.source.js_on_change("data", self._ack_callback(self.source))
+        from bokeh.layouts import column
+
+        plot = self._wrap(column(fig, self.ack))
+        self.status = widgets.HTML(value="waiting for samples...")
+        self.children = [plot, self.status]
+        self.frames_drawn = 0
+        self._start_refresher()
+
+    def _draw(self, frame: int) -> None:
+        self.reader.skip_to_latest(self.samples)
+        block = self.reader.read(self.samples)
+        if len(block) < 8:
+            return
+        f, p = welch_psd(block.values[self.rows], self.buffer.sample_rate, self.nperseg)
+        p = np.where(p > 0, p, np.nan)  # log axis: no zeros
+        self.source.tags = [frame]
+        self.source.data = {"f": f, **{f"p{i}": p[i] for i in range(len(self.names))}}
+        self.frames_drawn += 1
+        self.status.value = html.escape(
+            f"{len(block):,} samples, {len(f)} frequencies, {self.pacer.fps():.1f} fps")
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.status.value = f"<b>spectrum stopped</b>: <code>{html.escape(repr(exc))}</code>"
+
+    def close(self) -> None:
+        super().close()
+        self.reader.close()
