@@ -253,7 +253,11 @@ def save_netcdf(
 def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
     """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files."""
     try:
-        ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks, decode_times=False)
+        # chunks that cut the file's own ones: open in those, then rechunk (xarray warns otherwise)
+        given = chunks if not isinstance(chunks, dict) or not chunks else {}
+        ds = xr.open_dataset(path, engine="h5netcdf", chunks=given, decode_times=False)
+        if given is not chunks:
+            ds = ds.chunk(chunks)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{path} could not be read as NetCDF4/HDF5: {exc}") from exc
     try:

@@ -197,10 +197,13 @@ def filter_run(
                         dtypes=(np.float64, np.int8, bool), carry=True)
     if zero_phase:
         if n <= design.padlen:
+            # decimate has no order or zero_phase to change: only a longer run helps
+            what, fix = (("a zero-phase filter of this order",
+                          "a longer run, a lower order, or zero_phase=False") if "order" in params
+                         else ("its zero-phase anti-aliasing filter", "a longer run"))
             raise ProcessingError(
-                f"{step}: this run has {n} samples per channel; a zero-phase filter of this order "
-                f"needs more than {design.padlen} (it extends the series at both ends). Use a "
-                "longer run, a lower order, or zero_phase=False."
+                f"{step}: this run has {n} samples per channel; {what} needs more than "
+                f"{design.padlen} (it extends the series at both ends). Use {fix}."
             )
         ext = _odd_ext(xb, design.padlen)
         (yf,) = sweep([ext], functools.partial(_forward, design=design, steady=True), label="sosfilt",

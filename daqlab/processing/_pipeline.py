@@ -55,6 +55,7 @@ def calibrate(run: xr.Dataset) -> xr.Dataset:
     >>> dl.processing.calibrate(dl.make_run([[1.0]], [ch], sample_rate=1.0)).value.values.tolist()
     [[3.0]]
     """
+    run, _, _ = source_arrays(run, "calibrate")  # a ProcessingError for a non-run, as every step
     out = _calibrate_run(run)
     out.attrs["metadata"] = dict(out.attrs["metadata"])
     entry = rebuild(out, out["value"].data, out["quality"].data, step="calibrate", params={})

@@ -60,6 +60,10 @@ def _block(
     arrays: list[NDArray[Any]], span: Span, state: Any, *, poly: _Poly
 ) -> tuple[tuple[Any, ...], None]:
     x, flags, bad = arrays
+    # NaN is left only before a channel's first usable sample: the series starts after it,
+    # zero-padded as resample_poly pads a series (else the NaN would spread past that start)
+    missing = np.isnan(x)
+    x = np.where(missing, 0.0, x) if missing.any() else x
     m0, m1 = poly.outputs(span.start, span.stop)
     lo = span.start - span.lead
     k0 = lo - lo % poly.down  # upfirdn's phase lines up when the first input is a multiple of `down`
@@ -69,6 +73,7 @@ def _block(
     # flags: those of the input sample at or before each output, SUSPECT near an unusable one
     at = np.arange(m0, m1) * poly.down // poly.up - lo
     out_flags = flags[:, at]
+    y = np.where(missing[:, at], np.nan, y) if missing.any() else y
     core_near = near(bad, poly.reach, poly.reach, Span(lo, lo + x.shape[-1], 0, 0, span.total))
     hit = core_near[:, at]
     out_flags = worst(out_flags, np.where(hit, np.int8(Quality.SUSPECT), np.int8(Quality.GOOD)))

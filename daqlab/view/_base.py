@@ -132,6 +132,8 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop redrawing (the plot stays as it is)."""
+        if not hasattr(self, "_stop"):  # __init__ failed before the refresher existed
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

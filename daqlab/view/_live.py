@@ -26,6 +26,11 @@ __all__ = ["LiveView", "flag_spans", "frame_points"]
 _READ_PIECE = 1 << 16  # samples per read from the ring: small copies, no page-fault storms
 
 
+def _column_ms(t_ms: NDArray[np.float64]) -> float:
+    """Width of a column: the smallest step between column starts (gaps only make steps longer)."""
+    return float(np.diff(t_ms).min()) if t_ms.size > 1 else 0.0
+
+
 def frame_points(cols: MinMaxColumns, rows: Sequence[int], slope: NDArray[np.float64] | None = None,
                  offset: NDArray[np.float64] | None = None) -> dict[str, NDArray[np.float64]]:
     """Bokeh columns for a min/max envelope: x (ms since the epoch) and y0.. per row, two points per
@@ -34,7 +39,7 @@ def frame_points(cols: MinMaxColumns, rows: Sequence[int], slope: NDArray[np.flo
     if n == 0:
         return {"x": np.empty(0), **{f"y{i}": np.empty(0) for i in range(len(rows))}}
     t_ms = cols.t0 / 1e6
-    half_ms = float(np.median(np.diff(t_ms))) / 2.0 if n > 1 else 0.0
+    half_ms = _column_ms(t_ms) / 2.0
     x = np.repeat(t_ms, 2)
     x[1::2] += half_ms
     gaps = np.flatnonzero(np.diff(cols.index) > 1) + 1
@@ -60,7 +65,7 @@ def flag_spans(cols: MinMaxColumns, rows: Sequence[int]) -> dict[str, Any]:
     bad = cols.bad[list(rows)].any(axis=0)
     suspect = cols.suspect[list(rows)].any(axis=0) & ~bad
     t_ms = cols.t0 / 1e6
-    width = float(np.median(np.diff(t_ms))) if len(cols) > 1 else 1.0
+    width = _column_ms(t_ms)
     left: list[float] = []
     right: list[float] = []
     color: list[str] = []
@@ -122,7 +127,7 @@ class LiveView(LiveBase):
         self.width = int(width)
         seconds = self._check_window(window)
         super().__init__(max_fps=max_fps, clock=clock)
-        self.reader = buffer.reader()
+        self.reader = buffer.reader(from_oldest=True)  # what the buffer holds already shows too
         self._window_s = seconds
         self._cols = self._new_columns(seconds)
         self._slope = np.array([c.calibration.slope for c in buffer.channels])
@@ -309,4 +314,5 @@ class LiveView(LiveBase):
 
     def close(self) -> None:
         super().close()
-        self.reader.close()
+        if hasattr(self, "reader"):  # not when __init__ failed early
+            self.reader.close()

@@ -69,7 +69,7 @@ class SpectrumView(LiveBase):
         self.samples = max(8, round(seconds * buffer.sample_rate))
         self.nperseg = nperseg
         super().__init__(max_fps=max_fps, clock=clock)
-        self.reader = buffer.reader()
+        self.reader = buffer.reader(from_oldest=True)  # what the buffer holds already shows too
         self.rows = [[c.name for c in buffer.channels].index(n) for n in self.names]
         self.source = ColumnDataSource(
             data={"f": np.empty(0), **{f"p{i}": np.empty(0) for i in range(len(self.names))}},
@@ -110,4 +110,5 @@ class SpectrumView(LiveBase):
 
     def close(self) -> None:
         super().close()
-        self.reader.close()
+        if hasattr(self, "reader"):  # not when __init__ failed early
+            self.reader.close()
