@@ -26,7 +26,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
 # command the tests run -> Debian package that provides it
-SYSTEM_TOOLS = {"ncdump": "netcdf-bin", "h5dump": "hdf5-tools", "h5clear": "hdf5-tools"}
+SYSTEM_TOOLS = {"ncdump": "netcdf-bin", "h5dump": "hdf5-tools", "h5clear": "hdf5-tools",
+                "chromium": "chromium"}
 
 
 def say(msg: str) -> None:

@@ -18,9 +18,36 @@ from daqlab.buffer import RingBuffer
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.view._pacer import FramePacer
 
-__all__ = ["BokehWidget", "LiveBase", "resolve_buffer", "resolve_channels"]
+__all__ = ["READY_TIMEOUT", "BokehWidget", "LiveBase", "in_kernel", "load_bokehjs", "resolve_buffer",
+           "resolve_channels"]
 
 _numbers = itertools.count(1)
+_bokehjs_loaded = False
+READY_TIMEOUT = 5.0
+"""Seconds a view in a kernel waits for a browser to show it before drawing blind."""
+
+
+def in_kernel() -> bool:
+    """True in a Jupyter kernel (where a browser may show the widget)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def load_bokehjs() -> None:
+    """Put BokehJS into the notebook page, inline (jupyter_bokeh does not bundle it, and the
+    default resources come from a CDN that may be unreachable). Once per kernel."""
+    global _bokehjs_loaded
+    if _bokehjs_loaded or not in_kernel():
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(INLINE, hide_banner=True)
+    _bokehjs_loaded = True
 
 
 class BokehWidget(BokehModel):  # type: ignore[misc]
@@ -85,6 +112,12 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
         self.ack = Div(text="", visible=False, width=1, height=1, name=f"daqlab-{self.kind}-ack")
         self.ack.on_change("tags", self._on_ack)
+        # jupyter_bokeh sends a patch as several comm messages; a browser view created between two of
+        # them misreads every later patch and freezes. So in a kernel the first frame waits until a
+        # browser has rendered the plot (its document_ready event), or READY_TIMEOUT (no browser).
+        self.shown = threading.Event()
+        if not in_kernel():
+            self.shown.set()
 
     def _on_ack(self, attr: str, old: Any, new: Any) -> None:
         # runs on the kernel's main thread: reads the value only, never touches bokeh models
@@ -99,7 +132,9 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         """)
 
     def _wrap(self, layout: Any) -> BokehModel:
+        load_bokehjs()
         self.bokeh_widget = BokehWidget(layout)
+        layout.document.on_event("document_ready", lambda event: self.shown.set())
         return self.bokeh_widget
 
     def _start_refresher(self) -> None:
@@ -109,6 +144,9 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
 
     def _run(self) -> None:
         try:
+            self.shown.wait(READY_TIMEOUT)  # stop() sets it too, to wake this
+            if self._stop.is_set():
+                return
             while not self._stop.is_set():
                 delay = self.pacer.delay()
                 if delay > 0:
@@ -135,6 +173,7 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         if not hasattr(self, "_stop"):  # __init__ failed before the refresher existed
             return
         self._stop.set()
+        self.shown.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

@@ -111,8 +111,9 @@ class RunPlot:
     def widget(self) -> Any:
         """The plot as an ipywidget (jupyter_bokeh), made on first use."""
         if self._widget is None:
-            from daqlab.view._base import BokehWidget
+            from daqlab.view._base import BokehWidget, load_bokehjs
 
+            load_bokehjs()
             self._widget = BokehWidget(self.figure)
         return self._widget
 
