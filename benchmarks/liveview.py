@@ -82,7 +82,7 @@ def main() -> None:
     def full_draw() -> None:
         buf.push(block)
         frame[0] += 1
-        view._draw(frame[0])
+        view._draw()
 
     warm_times: list[float] = []
     t_plain = median_ms(plain, repeat)

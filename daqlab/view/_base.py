@@ -18,13 +18,10 @@ from daqlab.buffer import RingBuffer
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.view._pacer import FramePacer
 
-__all__ = ["READY_TIMEOUT", "BokehWidget", "LiveBase", "in_kernel", "load_bokehjs", "resolve_buffer",
-           "resolve_channels"]
+__all__ = ["BokehWidget", "LiveBase", "in_kernel", "load_bokehjs", "resolve_buffer", "resolve_channels"]
 
 _numbers = itertools.count(1)
 _bokehjs_loaded = False
-READY_TIMEOUT = 5.0
-"""Seconds a view in a kernel waits for a browser to show it before drawing blind."""
 
 
 def in_kernel() -> bool:
@@ -112,9 +109,10 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
         self.ack = Div(text="", visible=False, width=1, height=1, name=f"daqlab-{self.kind}-ack")
         self.ack.on_change("tags", self._on_ack)
-        # jupyter_bokeh sends a patch as several comm messages; a browser view created between two of
+        # jupyter_bokeh sends a patch as several comm messages; a browser view rendered between two of
         # them misreads every later patch and freezes. So in a kernel the first frame waits until a
-        # browser has rendered the plot (its document_ready event), or READY_TIMEOUT (no browser).
+        # browser has rendered the plot (its document_ready event). That event reaches the kernel
+        # when it is idle: after "run all", a view starts once the last cell is done.
         self.shown = threading.Event()
         if not in_kernel():
             self.shown.set()
@@ -125,9 +123,11 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
             self.pacer.frame_acked(int(new[0]))
 
     def _ack_callback(self, source: Any) -> CustomJS:
-        """JS: after the browser paints new data of ``source``, acknowledge its frame number."""
+        """JS: after the browser paints new data of ``source``, acknowledge it: the k-th data update
+        a view receives is frame k (each frame is one patch of the data, applied in order)."""
         return CustomJS(args={"source": source, "ack": self.ack}, code="""
-            const frame = source.tags.length ? source.tags[0] : 0;
+            source._daqlab_frames = (source._daqlab_frames || 0) + 1;
+            const frame = source._daqlab_frames;
             requestAnimationFrame(() => { ack.tags = [frame]; });
         """)
 
@@ -144,7 +144,7 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
 
     def _run(self) -> None:
         try:
-            self.shown.wait(READY_TIMEOUT)  # stop() sets it too, to wake this
+            self.shown.wait()  # stop() sets it too, to wake this
             if self._stop.is_set():
                 return
             while not self._stop.is_set():
@@ -152,13 +152,14 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
                 if delay > 0:
                     self._stop.wait(delay)
                     continue
-                if self.pacer.should_draw():
-                    self._draw(self.pacer.frame_sent())
+                if self.pacer.should_draw() and self._draw():
+                    self.pacer.frame_sent()
         except BaseException as exc:  # shown in the status line; the kernel goes on
             self.error = exc
             self._show_error(exc)
 
-    def _draw(self, frame: int) -> None:
+    def _draw(self) -> bool:
+        """Draw one frame; True if it sent new data (one patch) to the browser."""
         raise NotImplementedError
 
     def _show_error(self, exc: BaseException) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-from bokeh.models import ColumnDataSource, Range1d
+from bokeh.models import ColumnDataSource, DataRange1d, Range1d
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from numpy.typing import NDArray
@@ -141,9 +141,14 @@ class LiveView(LiveBase):
         self.source = ColumnDataSource(data=frame_points(self._cols, range(len(self.names))),
                                        name="daqlab-live-data")
         self.flags = ColumnDataSource(data=flag_spans(self._cols, []), name="daqlab-live-flags")
-        self.x_range, self.y_range = Range1d(0, 1), Range1d(-1, 1)
+        # the browser follows the newest samples and autoscales y itself: a frame is one patch (the data)
+        # (not syncable: the browser recomputes them every frame; sending that back is wasted traffic)
+        self.x_range = DataRange1d(follow="end", follow_interval=seconds * 1e3, range_padding=0,
+                                   only_visible=True, syncable=False)
+        self.y_auto = DataRange1d(only_visible=True, range_padding=0.05, syncable=False)
+        self.y_fixed = Range1d(-1.0, 1.0)
         fig = figure(width=self.width, height=int(height), x_axis_type="datetime", x_range=self.x_range,
-                     y_range=self.y_range, tools="pan,box_zoom,wheel_zoom,reset,save",
+                     y_range=self.y_auto, tools="pan,box_zoom,wheel_zoom,reset,save",
                      name="daqlab-live-figure", output_backend="canvas")
         fig.vstrip(x0="left", x1="right", fill_color="color", fill_alpha=0.18, line_alpha=0,
                    source=self.flags)
@@ -194,7 +199,8 @@ class LiveView(LiveBase):
         self.y_min = widgets.FloatText(value=-1.0, description="min", layout=widgets.Layout(width="150px"))
         self.y_max = widgets.FloatText(value=1.0, description="max", layout=widgets.Layout(width="150px"))
         self.calibrated = widgets.Checkbox(value=calibrated, description="calibrated")
-        self.status = widgets.HTML(value="starting...")
+        self.status = widgets.HTML(value="waiting for the browser to show the plot (it starts when the "
+                                         "kernel is idle)")
         self._update_run_button()
         self.controls = widgets.HBox([
             widgets.VBox([self.run_button, self.calibrated]), self.picker,
@@ -233,7 +239,8 @@ class LiveView(LiveBase):
                 break
             self._cols.add(block.start, block.values, block.quality, block.times.view(np.int64))
 
-    def _draw(self, frame: int) -> None:
+    def _draw(self) -> bool:
+        """One frame (on the refresher thread): read, decimate, and patch the plot's data."""
         seconds = float(self.window_box.value)
         if seconds != self._window_s and 0 < seconds <= self.buffer.capacity / self.buffer.sample_rate:
             self._window_s = seconds
@@ -252,31 +259,28 @@ class LiveView(LiveBase):
         for i, line in enumerate(self.lines):
             if line.visible != (i in rows):
                 line.visible = i in rows
-        self.source.tags = [frame]  # read by the acknowledging JS callback
-        self.source.data = data
-        self.flags.data = flag_spans(cols, rows)
-        if len(cols):
-            end_ms = float(data["x"][-1])
-            self.x_range.start, self.x_range.end = end_ms - self._window_s * 1e3, end_ms
-        self._scale_y(data, rows)
+        # y as float32 halves what goes to the browser; x stays float64 (ms since the epoch)
+        self.source.data = {k: v if k == "x" else v.astype(np.float32) for k, v in data.items()}
+        spans = flag_spans(cols, rows)
+        if spans != self.flags.data:
+            self.flags.data = spans
+        if self.x_range.follow_interval != self._window_s * 1e3:
+            self.x_range.follow_interval = self._window_s * 1e3
+        self._scale_y()
         self.frames_drawn += 1
         self._update_status()
+        return True
 
-    def _scale_y(self, data: dict[str, NDArray[np.float64]], rows: list[int]) -> None:
+    def _scale_y(self) -> None:
+        fig = self.figure
         if self.y_mode.value == "fixed":
             lo, hi = float(self.y_min.value), float(self.y_max.value)
-        else:
-            ys = [data[f"y{r}"] for r in rows if data[f"y{r}"].size]
-            finite = [y[np.isfinite(y)] for y in ys]
-            finite = [y for y in finite if y.size]
-            if not finite:
-                return
-            lo = float(min(y.min() for y in finite))
-            hi = float(max(y.max() for y in finite))
-            pad = 0.05 * (hi - lo) if hi > lo else max(1e-9, abs(hi) * 0.05 or 1.0)
-            lo, hi = lo - pad, hi + pad
-        if hi > lo and (self.y_range.start, self.y_range.end) != (lo, hi):
-            self.y_range.start, self.y_range.end = lo, hi
+            if hi > lo and (self.y_fixed.start, self.y_fixed.end) != (lo, hi):
+                self.y_fixed.start, self.y_fixed.end = lo, hi
+            if fig.y_range is not self.y_fixed:
+                fig.y_range = self.y_fixed
+        elif fig.y_range is not self.y_auto:
+            fig.y_range = self.y_auto
 
     def _update_status(self) -> None:
         now = self.pacer.clock()

@@ -92,18 +92,18 @@ class SpectrumView(LiveBase):
         self.frames_drawn = 0
         self._start_refresher()
 
-    def _draw(self, frame: int) -> None:
+    def _draw(self) -> bool:
         self.reader.skip_to_latest(self.samples)
         block = self.reader.read(self.samples)
         if len(block) < 8:
-            return
+            return False
         f, p = welch_psd(block.values[self.rows], self.buffer.sample_rate, self.nperseg)
         p = np.where(p > 0, p, np.nan)  # log axis: no zeros
-        self.source.tags = [frame]
         self.source.data = {"f": f, **{f"p{i}": p[i] for i in range(len(self.names))}}
         self.frames_drawn += 1
         self.status.value = html.escape(
             f"{len(block):,} samples, {len(f)} frequencies, {self.pacer.fps():.1f} fps")
+        return True
 
     def _show_error(self, exc: BaseException) -> None:
         self.status.value = f"<b>spectrum stopped</b>: <code>{html.escape(repr(exc))}</code>"

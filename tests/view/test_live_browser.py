@@ -90,7 +90,7 @@ def test_live_view_moves_in_the_browser(app: App, chromium_browser: Browser, tmp
         browser.screenshot(f"live-view-{app}")
 
         assert stats.patch_errors == 0, bokeh_patch_errors(page)
-        assert stats.data_updates >= 3, stats
+        assert stats.data_updates >= 3, (stats, status)
         assert stats.repaints >= 3, stats
         assert later.last_x is not None
         assert latency, "the plotted data never changed while measuring latency"
