@@ -45,10 +45,10 @@ def _mean(
     counts = np.rint(_window_sums((~bad).astype(np.float64), window, origin)[:, core] * window)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, sums / counts, np.nan)
-    flags = q[:, core]
+    # an unusable sample (flagged BAD on input) gets its value from its window: INTERPOLATED, as a
+    # bridged sample; `worst` could not lower its BAD flag
+    flags = np.where(bad[:, core], np.int8(Quality.INTERPOLATED), q[:, core])
     flags = worst(flags, np.where(counts < full, np.int8(Quality.SUSPECT), np.int8(Quality.GOOD)))
-    flags = worst(flags, np.where(bad[:, core] & (counts > 0), np.int8(Quality.INTERPOLATED),
-                                  np.int8(Quality.GOOD)))
     flags = worst(flags, np.where(counts == 0, np.int8(Quality.BAD), np.int8(Quality.GOOD)))
     return (mean, flags), None
 

@@ -30,10 +30,10 @@ def source_arrays(run: object, step: str) -> tuple[xr.Dataset, Any, Any]:
             f"got {type(run).__name__}."
         )
     try:
+        run = coords_in_memory(run)  # first: validating lazy coordinates would compute them many times
         validate(run, check_data=False)
     except SchemaError as exc:
         raise ProcessingError(f"{step} cannot process this dataset: it is not a valid run. {exc}") from exc
-    run = coords_in_memory(run)
     return run, run["value"].data, run["quality"].data
 
 
