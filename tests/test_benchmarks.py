@@ -29,3 +29,34 @@ def test_ring_buffer_benchmark_quick_run_prints_the_table() -> None:
             row = rf"^\s*{block}\s+{mode}\s+\d+\s*\|.*\|\s*\d+\.\d{{3}}\s*$"
             assert re.search(row, out, re.MULTILINE), f"no row for {block} {mode}:\n{out}"
     assert "ring/bare = ring throughput / bare throughput" in out
+
+
+def test_processing_benchmark_quick_run_prints_both_tables(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "processing.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    num = r"[\d,]+\.\d"
+    assert re.search(r"^case\s+M samples/s\s+ratio\s*$", out, re.MULTILINE), out
+    for case in (r"plain scipy sosfiltfilt \+ uniform_filter1d", r"daqlab Pipeline\.apply, numpy-backed run",
+                 r"daqlab Pipeline\.apply, dask chunks of [\d,]+, threads"):
+        assert re.search(rf"^{case}\s+{num}\s+\d+\.\d\d\s*$", out, re.MULTILINE), f"no row {case}:\n{out}"
+    assert re.search(r"^check: daqlab vs plain .*: OK$", out, re.MULTILINE), out
+    header = r"^case\s+seconds\s+M samples/s\s+peak MiB\s+\+MiB\s+limit\s*$"
+    assert re.search(header, out, re.MULTILINE), out
+    for case, limit in ((r"copy: Pipeline\(\[\]\)\.run, threads", "-"), (r"Pipeline\.run, threads", "-"),
+                        (r"Pipeline\.run, LocalCluster: client process", "-"),
+                        (r"Pipeline\.run, LocalCluster: worker \(of 1\)", "400")):
+        row = rf"^{case}\s+{num}\s+{num}\s+[\d,]+\s+-?[\d,]+\s+{limit}\s*$"
+        assert re.search(row, out, re.MULTILINE), f"no row {case}:\n{out}"
+    # the outputs are right whatever the numbers: cluster == threads, and both == the in-memory pipeline
+    assert re.search(r"^worker: peak .* failed: None$", out, re.MULTILINE), out
+    checked = r"^check: threaded and cluster outputs identical: True; .*\(OK\)$"
+    assert re.search(checked, out, re.MULTILINE), out

@@ -60,20 +60,34 @@ def is_lazy(array: Any) -> bool:
 
 
 def _window(parts: Sequence[NDArray[Any]], lo: int, hi: int) -> NDArray[Any]:
-    """Samples ``[lo, hi)`` of the concatenation of ``parts`` along time."""
-    joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return joined[..., lo:hi]
+    """Samples ``[lo, hi)`` of the concatenation of ``parts`` along time (each part cut first, so a
+    short look-back does not copy a whole neighbouring block)."""
+    if len(parts) == 1:
+        return parts[0][..., lo:hi]
+    pieces = []
+    start = 0
+    for part in parts:
+        n = part.shape[-1]
+        a, b = max(lo - start, 0), min(hi - start, n)
+        if b > a:
+            pieces.append(part[..., a:b])
+        start += n
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)
 
 
-def _call(func: BlockFunc, span: Span, previous: Any, n_in: int, *parts: Any) -> Any:
-    """Run ``func`` on one block. ``parts`` are (lo, hi, blocks) per input; ``previous`` is the result
-    of the block before (a scan) or None."""
+def _call(func: BlockFunc, span: Span, state: Any, n_in: int, *parts: Any) -> Any:
+    """Run ``func`` on one block. ``parts`` are (lo, hi, blocks) per input; ``state`` is what the
+    block before returned (a scan) or None."""
     arrays = [_window(blocks, lo, hi) for lo, hi, blocks in parts[:n_in]]
-    return func(arrays, span, None if previous is None else previous[1])
+    return func(arrays, span, state)
 
 
 def _output(result: Any, k: int) -> Any:
     return result[0][k]
+
+
+def _state(result: Any) -> Any:
+    return result[1]
 
 
 def sweep(
@@ -120,9 +134,12 @@ def sweep(
             # lists, not tuples: dask looks for keys inside lists only
             parts = [[lo - bounds[first_block], hi - bounds[first_block],
                       [(a.name, j, k) for k in range(first_block, last_block + 1)]] for a in ins]
-            previous = (call, j, i - 1) if carry and i > 0 else None
+            # the next block depends on the state alone: a block's outputs are freed once read
+            previous = (f"{call}-state", j, i - 1) if carry and i > 0 else None
             span = Span(start, stop, start - lo, hi - stop, total)
             layer[(call, j, i)] = (_call, func, span, previous, len(ins), *parts)
+            if carry:
+                layer[(f"{call}-state", j, i)] = (_state, (call, j, i))
             for k in range(n_out):
                 layer[(names[k], j, i)] = (_output, (call, j, i), k)
     sizes = tuple(out_len(a, b) if out_len is not None else b - a for a, b in itertools.pairwise(bounds))

@@ -249,9 +249,13 @@ class Pipeline:
     ) -> Path:
         """Stream the run saved at ``src`` through the pipeline into a NetCDF file ``dst``, out of core.
 
-        The source is opened lazily in chunks of ``chunk_size`` samples; memory
-        stays bounded by a few chunks per channel (plus the look-ahead a
-        zero-phase filter needs), whatever the file's size. Runs on the dask
+        The source is opened lazily in chunks of ``chunk_size`` samples: the
+        samples in memory stay bounded by a few chunks per channel (plus the
+        look-ahead a zero-phase filter needs), whatever the file's size. The
+        time coordinate (8 bytes a sample) is held in memory, as for every run,
+        and decoding and encoding it take about two more copies: for 8 channels
+        the peak is about 0.4x the file (measured 0.6x before the time
+        coordinate was shared between steps). Runs on the dask
         scheduler in use: threads by default, or a ``dask.distributed.Client``
         if one is active (then the workers must see ``dst``'s folder). The
         output is written under a temporary name and renamed when complete.

@@ -71,16 +71,14 @@ def rebuild(
     """The processed run: new values and flags, the same channels, a new id, and the step
     appended to ``metadata["processing"]``. ``raw`` is dropped: after processing there is no raw
     value to go back to."""
-    time = run["time"].values if times is None else times
+    # the same time coordinate when it does not change: no copy of a long time axis
+    time = run["time"] if times is None else ("time", times, dict(run["time"].attrs))
     out = xr.Dataset(
         {
             "value": (("channel", "time"), value, dict(run["value"].attrs)),
             "quality": (("channel", "time"), quality.astype(np.int8, copy=False), dict(run["quality"].attrs)),
         },
-        coords={
-            **{name: c for name, c in run.coords.items() if "time" not in c.dims},
-            "time": ("time", time, dict(run["time"].attrs)),
-        },
+        coords={**{name: c for name, c in run.coords.items() if "time" not in c.dims}, "time": time},
     )
     metadata = dict(run.attrs.get("metadata", {}))
     entry = {"step": step, "params": params, "input_id": run.attrs.get("id"),
