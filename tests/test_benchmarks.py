@@ -60,3 +60,12 @@ def test_processing_benchmark_quick_run_prints_both_tables(tmp_path: Path) -> No
     assert re.search(r"^worker: peak .* failed: None$", out, re.MULTILINE), out
     checked = r"^check: threaded and cluster outputs identical: True; .*\(OK\)$"
     assert re.search(checked, out, re.MULTILINE), out
+
+
+def test_liveview_benchmark_quick_run_prints_the_table() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "liveview.py"), "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    for case in ("cold (whole window)", "warm frame (prep only)", "warm frame (+ bokeh update)"):
+        assert re.search(rf"^\s*{re.escape(case)} \|\s+\d+\.\d\d \|\s+\d+\.\d\d \|\s+\d+\.\d{{3}}$",
+                         done.stdout, re.MULTILINE), done.stdout

@@ -253,9 +253,10 @@ class Pipeline:
         samples in memory stay bounded by a few chunks per channel (plus the
         look-ahead a zero-phase filter needs), whatever the file's size. The
         time coordinate (8 bytes a sample) is held in memory, as for every run,
-        and decoding and encoding it take about two more copies: for 8 channels
-        the peak is about 0.4x the file (measured 0.6x before the time
-        coordinate was shared between steps). Runs on the dask
+        in about four copies (as read, decoded, the output's, encoded for
+        writing): for 8 channels x 16 M samples (a 1.2 GB file) the process
+        peaked at 0.64x the file, against 0.36x for a dask worker doing the
+        filtering (benchmarks/processing.py). Runs on the dask
         scheduler in use: threads by default, or a ``dask.distributed.Client``
         if one is active (then the workers must see ``dst``'s folder). The
         output is written under a temporary name and renamed when complete.
