@@ -10,18 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ring_buffer_benchmark_quick_run_prints_the_table() -> None:
-    script = ROOT / "benchmarks" / "ring_buffer.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run_quick(script: str, *args: str, timeout: float = 120) -> str:
+    """Run ``benchmarks/<script> --quick`` to completion; its standard output."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_ring_buffer_benchmark_quick_run_prints_the_table() -> None:
+    out = run_quick("ring_buffer.py")
     header = re.search(r"^\s*block\s+times\s+pushes\s*\|.*ring/bare\s*$", out, re.MULTILINE)
     assert header, out
     for block in (1, 100, 1000, 10000):
@@ -32,17 +30,7 @@ def test_ring_buffer_benchmark_quick_run_prints_the_table() -> None:
 
 
 def test_processing_benchmark_quick_run_prints_both_tables(tmp_path: Path) -> None:
-    script = ROOT / "benchmarks" / "processing.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--quick", "--dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+    out = run_quick("processing.py", "--dir", str(tmp_path), timeout=300)
     num = r"[\d,]+\.\d"
     assert re.search(r"^case\s+M samples/s\s+ratio\s*$", out, re.MULTILINE), out
     for case in (r"plain scipy sosfiltfilt \+ uniform_filter1d", r"daqlab Pipeline\.apply, numpy-backed run",
@@ -63,9 +51,7 @@ def test_processing_benchmark_quick_run_prints_both_tables(tmp_path: Path) -> No
 
 
 def test_liveview_benchmark_quick_run_prints_the_table() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "liveview.py"), "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
+    out = run_quick("liveview.py")
     for case in ("cold (whole window)", "warm frame (prep only)", "warm frame (+ bokeh update)"):
         assert re.search(rf"^\s*{re.escape(case)} \|\s+\d+\.\d\d \|\s+\d+\.\d\d \|\s+\d+\.\d{{3}}$",
-                         done.stdout, re.MULTILINE), done.stdout
+                         out, re.MULTILINE), out

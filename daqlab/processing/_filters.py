@@ -34,7 +34,7 @@ from scipy import signal
 from daqlab.errors import ProcessingError
 from daqlab.model import Quality
 from daqlab.processing._blocks import Span, is_lazy, sweep
-from daqlab.processing._quality import bridge_block, near, worst
+from daqlab.processing._quality import bridge, near, worst
 from daqlab.processing._runs import check_number, rebuild, source_arrays
 
 __all__ = ["Design", "bandpass", "decimate", "filter_run", "highpass", "lowpass"]
@@ -193,8 +193,7 @@ def filter_run(
     token = (design.sos.tobytes(), zero_phase)
     if n == 0:
         return run, x, q
-    xb, qb, bad = sweep([x, q], bridge_block, label="bridge", token=None, n_out=3,
-                        dtypes=(np.float64, np.int8, bool), carry=True)
+    xb, qb, bad = bridge(x, q)
     if zero_phase:
         if n <= design.padlen:
             # decimate has no order or zero_phase to change: only a longer run helps

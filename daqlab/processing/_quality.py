@@ -28,9 +28,9 @@ from numpy.typing import NDArray
 from scipy.ndimage import maximum_filter1d
 
 from daqlab.model import Quality
-from daqlab.processing._blocks import Span
+from daqlab.processing._blocks import Span, sweep
 
-__all__ = ["bridge_block", "near", "unusable", "worst"]
+__all__ = ["bridge", "bridge_block", "near", "unusable", "worst"]
 
 _RANK = np.array([0, 1, 3, 2], dtype=np.int8)  # severity of GOOD, SUSPECT, BAD, INTERPOLATED
 _BY_RANK = np.array([Quality.GOOD, Quality.SUSPECT, Quality.INTERPOLATED, Quality.BAD], dtype=np.int8)
@@ -74,6 +74,13 @@ def bridge_block(
     flags[bad] = Quality.INTERPOLATED
     flags[np.isnan(bridged)] = Quality.BAD  # before a channel's first usable sample
     return (bridged, flags, bad), bridged[:, -1].copy()
+
+
+def bridge(values: Any, quality: Any) -> tuple[Any, Any, Any]:
+    """Bridged values, their flags and the unusable mask of whole series (numpy or dask, lazily)."""
+    xb, qb, bad = sweep([values, quality], bridge_block, label="bridge", token=None, n_out=3,
+                        dtypes=(np.float64, np.int8, bool), carry=True)
+    return xb, qb, bad
 
 
 def near(bad: NDArray[np.bool_], before: int, after: int, span: Span) -> NDArray[np.bool_]:

@@ -15,7 +15,7 @@ from scipy import signal
 from daqlab.errors import ProcessingError
 from daqlab.model import Quality
 from daqlab.processing._blocks import Span, sweep
-from daqlab.processing._quality import bridge_block, near, worst
+from daqlab.processing._quality import bridge, near, worst
 from daqlab.processing._runs import check_number, rebuild, source_arrays
 from daqlab.run import sample_times
 
@@ -112,8 +112,7 @@ def resample(run: xr.Dataset, rate: float) -> xr.Dataset:
     if ratio == 1 or n == 0:
         return rebuild(checked, x, q, step=step, params=params, sample_rate=new)
     poly = _Poly.make(ratio.numerator, ratio.denominator, n)
-    xb, qb, bad = sweep([x, q], bridge_block, label="bridge", token=None, n_out=3,
-                        dtypes=(np.float64, np.int8, bool), carry=True)
+    xb, qb, bad = bridge(x, q)
     value, quality = sweep(
         [xb, qb, bad], functools.partial(_block, poly=poly), label="resample",
         token=(poly.up, poly.down, n), n_out=2, dtypes=(np.float64, np.int8),
