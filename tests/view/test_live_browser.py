@@ -89,6 +89,8 @@ def test_live_view_moves_in_the_browser(app: App, chromium_browser: Browser, tmp
         stats = measure_updates(page, source=SOURCE, figure=FIGURE, seconds=3.0)
         latency = measure_latency(page, seconds=2.0)
         status = page.locator("code", has_text="fps").first.inner_text(timeout=30_000)
+        # the view at the top of the screenshot (JupyterLab has scrolled to the last cell)
+        page.get_by_role("button", name="Stop").first.evaluate("e => e.scrollIntoView({block: 'start'})")
         browser.screenshot(f"live-view-{app}")
 
         assert stats.patch_errors == 0, bokeh_patch_errors(page)
