@@ -5,14 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from playwright.sync_api import Browser
 
-from tests.helpers import require_tool
 from tests.view.browser import (
     NOTEBOOK7_KNOWN_ERRORS,
     VOILA_KNOWN_OFFSITE,
@@ -21,7 +19,6 @@ from tests.view.browser import (
     bokeh_patch_errors,
     browser_page,
     canvas_signature,
-    chromium,
     jupyter_server,
     measure_updates,
     open_notebook,
@@ -82,13 +79,6 @@ def write_notebook(path: Path) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]  # type: ignore[no-untyped-call]
     nbformat.write(nb, path)  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture(scope="module")
-def chromium_browser() -> Iterator[Browser]:
-    executable = require_tool("chromium")  # fails under CI=true when missing, else skips
-    with chromium(executable) as browser:
-        yield browser
 
 
 # Notebook 7 works but costs as much as JupyterLab (~20 s); it runs with -m slow

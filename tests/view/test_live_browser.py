@@ -6,14 +6,12 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.helpers import require_tool
 from tests.view.browser import (
     NOTEBOOK7_KNOWN_ERRORS,
     VOILA_KNOWN_OFFSITE,
@@ -22,7 +20,6 @@ from tests.view.browser import (
     bokeh_patch_errors,
     browser_page,
     canvas_signature,
-    chromium,
     jupyter_server,
     measure_updates,
     open_notebook,
@@ -50,13 +47,6 @@ _LATENCY_JS = """([name, ms]) => new Promise((resolve) => {
   };
   requestAnimationFrame(tick);
 })"""
-
-
-@pytest.fixture(scope="module")
-def chromium_browser() -> Iterator[Browser]:
-    executable = require_tool("chromium")  # fails under CI=true when missing, else skips
-    with chromium(executable) as browser:
-        yield browser
 
 
 def measure_latency(page: Page, seconds: float = 2.0) -> list[float]:

@@ -1,0 +1,18 @@
+"""One headless Chromium (Debian's, driven by Playwright) per browser-test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser
+
+from tests.helpers import require_tool
+from tests.view.browser import chromium
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[Browser]:
+    executable = require_tool("chromium")  # fails under CI=true when missing, else skips
+    with chromium(executable) as browser:
+        yield browser
