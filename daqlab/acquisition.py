@@ -279,6 +279,11 @@ class DataManager:
     def running(self) -> bool:
         return self._state == "running"
 
+    @property
+    def state(self) -> str:
+        """``"new"`` (not started), ``"running"``, or where :meth:`stop` left it."""
+        return self._state
+
     def __repr__(self) -> str:
         return f"DataManager(name={self.name!r}, sources={list(self.sources)}, state={self._state!r})"
 

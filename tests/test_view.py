@@ -210,6 +210,22 @@ def test_a_view_that_falls_behind_jumps_to_the_newest_window() -> None:
         view.close()
 
 
+def test_a_longer_window_shows_at_once_what_the_buffer_holds() -> None:
+    buf = _buffer(seconds=10.0, channels=1)
+    view = LiveView(buf, window=1.0, width=100)
+    try:
+        view.stop()
+        for k in range(5):
+            buf.push(np.full((1, 1000), float(k)))
+        view._draw()
+        assert set(np.unique(view.source.data["y0"])) == {2 * 4.0 + 1}
+        view.window_box.value = 4.0
+        view._draw()
+        assert set(np.unique(view.source.data["y0"])) == {2 * k + 1.0 for k in (1, 2, 3, 4)}
+    finally:
+        view.close()
+
+
 def test_bad_samples_are_shaded_in_the_live_view() -> None:
     buf = _buffer(channels=1)
     view = LiveView(buf, window=1.0, width=100)

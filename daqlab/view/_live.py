@@ -212,7 +212,7 @@ class LiveView(LiveBase):
         if m is None:
             self.run_button.layout.display = "none"
             return
-        state = getattr(m, "_state", "running" if m.running else "new")
+        state = m.state
         self.run_button.description = {"new": "Start", "running": "Stop"}.get(state, "Stopped")
         self.run_button.disabled = state not in ("new", "running")
 
@@ -245,6 +245,9 @@ class LiveView(LiveBase):
         if seconds != self._window_s and 0 < seconds <= self.buffer.capacity / self.buffer.sample_rate:
             self._window_s = seconds
             self._cols = self._new_columns(seconds)
+            # a new reader, so that a longer window shows at once what the buffer already holds
+            self.reader.close()
+            self.reader = self.buffer.reader(from_oldest=True)
             self.reader.skip_to_latest(max(1, round(seconds * self.buffer.sample_rate)))
         self._read_new()
         shown = set(self.picker.value)
