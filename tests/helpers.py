@@ -6,9 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+from numpy.typing import NDArray
+
+from daqlab.model import check_channel_name
 from daqlab.sources import Samples, Source
 
-__all__ = ["FakeClock", "daqlab_threads", "read_to_end", "require_tool", "wait_for"]
+__all__ = ["FakeClock", "daqlab_threads", "is_valid_channel_name", "read_all_values", "read_to_end",
+           "require_tool", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -77,3 +82,18 @@ def read_to_end(src: Source, max_reads: int = 100_000) -> list[Samples]:
     assert src.finished
     assert src.read(timeout=0.0) is None
     return blocks
+
+
+def read_all_values(src: Source) -> NDArray[np.float64]:
+    """Start a finite, unpaced source and return all it produces (channels x samples)."""
+    src.start()
+    return np.concatenate([b.values for b in read_to_end(src)], axis=1)
+
+
+def is_valid_channel_name(name: str) -> bool:
+    """Whether daqlab accepts ``name`` as a channel name (a filter for hypothesis strategies)."""
+    try:
+        check_channel_name(name)
+    except ValueError:
+        return False
+    return True

@@ -25,7 +25,7 @@ from daqlab.events import (
     Recorded,
 )
 from daqlab.sources import Push, Samples, Simulated
-from tests.helpers import daqlab_threads, wait_for
+from tests.helpers import daqlab_threads, read_all_values, wait_for
 
 T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
 T0_NS = np.datetime64("2024-01-01T12:00:00", "ns")
@@ -68,16 +68,6 @@ def feed_and_wait(dm: dl.DataManager, src: Push, n: int, *, recorded: bool = Fal
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*"))
-
-
-def read_all_simulated(src: Simulated) -> NDArray[np.float64]:
-    src.start()
-    parts = []
-    while not src.finished:
-        block = src.read(timeout=0.0)
-        assert block is not None
-        parts.append(block.values)
-    return np.concatenate(parts, axis=1)
 
 
 class ScriptedSource:
@@ -614,7 +604,7 @@ def test_a_fast_finite_source_with_a_tiny_ring_exports_every_sample_index(tmp_pa
         return Simulated(["a", "b"], 1000.0, paced=False, duration=2.0, block_size=50, seed=11,
                          wall_clock=wall_clock)
 
-    reference = read_all_simulated(source())
+    reference = read_all_values(source())
     dm = manager(source(), tmp_path, record=True, buffer_samples=200, flush_interval=0.02)
     did = dm.create_dataset("all", ["a", "b"])  # before start: from sample 0
     dm.start()

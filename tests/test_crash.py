@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import daqlab as dl
-from tests.helpers import wait_for
+from tests.helpers import read_all_values, wait_for
 
 RATE = 10_000.0
 CHANNELS = 4
@@ -53,13 +53,7 @@ print("stopped", flush=True)
 def _expected(n: int) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
     src = dl.sources.Simulated(CHANNELS, RATE, seed=7, paced=False, block_size=100_000,
                                duration=n / RATE)
-    src.start()
-    blocks = []
-    while not src.finished:
-        b = src.read(timeout=1.0)
-        assert b is not None
-        blocks.append(b.values)
-    return np.concatenate(blocks, axis=1)
+    return read_all_values(src)
 
 
 def _kill_once(tmp: Path, delay: float, stop_after: float) -> tuple[int, float, Path]:

@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 import daqlab as dl
 from daqlab.io._csv import open_csv, save_csv, sniff_csv
-from daqlab.model import check_channel_name
+from tests.helpers import is_valid_channel_name
 
 RUN_ID = "0d6c7a4e-2f8b-4c1d-9e3a-5b7f1a2c3d4e"
 START = "2024-01-01T00:00:00Z"
@@ -98,17 +98,9 @@ def test_round_trip_is_identical(
     round_trip(make(), tmp_path / "run.csv", wide=wide)
 
 
-def _valid_name(name: str) -> bool:
-    try:
-        check_channel_name(name)
-    except ValueError:
-        return False
-    return True
-
-
 _ODD = st.sampled_from([*"aZ9 ,;\"'=+-@#:|%\\é中Δ€", "\u2028", "\u00a0"])
 _NAMES = st.text(_ODD | st.characters(codec="utf-8", categories=["L", "N", "P", "S"]),
-                 min_size=1, max_size=6).filter(_valid_name)
+                 min_size=1, max_size=6).filter(is_valid_channel_name)
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
     ["=1+1", "+x", "-y", "@z", "'q", "''", "\tt", "\rr", "a,=b", "a;=b"])
 _UNITS = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), max_size=8) | st.sampled_from(

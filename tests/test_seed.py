@@ -19,8 +19,7 @@ from numpy.typing import NDArray
 
 import daqlab as dl
 from daqlab.io._seed import is_seed_file, open_seed, save_seed
-from daqlab.model import check_channel_name
-from tests.helpers import require_tool
+from tests.helpers import is_valid_channel_name, require_tool
 
 START = "2024-01-01T00:00:00Z"
 RUN_ID = "0d6c7a4e-2f8b-4c1d-9e3a-5b7f1a2c3d4e"
@@ -172,15 +171,7 @@ def test_odd_attributes_come_back_with_their_types(tmp_path: Path) -> None:
 _NAME_CHARS = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn"), blacklist_characters="/")
 
 
-def _valid_name(name: str) -> bool:
-    try:
-        check_channel_name(name)
-    except ValueError:
-        return False
-    return True
-
-
-_names = st.lists(st.text(_NAME_CHARS, min_size=1, max_size=8).filter(_valid_name),
+_names = st.lists(st.text(_NAME_CHARS, min_size=1, max_size=8).filter(is_valid_channel_name),
                   min_size=1, max_size=6, unique=True)
 _values = st.floats(min_value=-1e100, max_value=1e100) | st.sampled_from([np.nan, np.inf, -np.inf])
 
