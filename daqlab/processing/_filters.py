@@ -185,14 +185,14 @@ def _odd_ext(x: Any, n: int) -> Any:
 
 
 def filter_run(
-    run: xr.Dataset, design: Design, *, zero_phase: bool, step: str, params: dict[str, Any]
-) -> tuple[xr.Dataset, Any, Any]:
-    """Filter every channel of ``run``; returns the checked run and the filtered value and quality."""
-    run, x, q = source_arrays(run, step)
+    x: Any, q: Any, design: Design, *, zero_phase: bool, step: str, params: dict[str, Any]
+) -> tuple[Any, Any]:
+    """Filter every channel of a checked run's ``value`` and ``quality`` arrays (numpy or dask);
+    returns the filtered values and their flags."""
     n = x.shape[-1]
     token = (design.sos.tobytes(), zero_phase)
     if n == 0:
-        return run, x, q
+        return x, q
     xb, qb, bad = bridge(x, q)
     if zero_phase:
         if n <= design.padlen:
@@ -218,13 +218,13 @@ def filter_run(
     (flags,) = sweep([qb, bad], functools.partial(_flag, before=reach[0], after=reach[1]),
                      label="flag-near", token=reach, n_out=1, dtypes=(np.int8,),
                      before=reach[0], after=reach[1])
-    return run, y, flags
+    return y, flags
 
 
 def _iir(run: xr.Dataset, btype: str, cutoffs: dict[str, object], order: object,
          zero_phase: bool) -> xr.Dataset:
     step = btype
-    checked, _, _ = source_arrays(run, step)
+    checked, x, q = source_arrays(run, step)
     fs = float(checked.attrs["sample_rate"])
     o = _check_order(step, order)
     values = tuple(check_cutoff(step, k, v, fs) for k, v in cutoffs.items())
@@ -235,7 +235,7 @@ def _iir(run: xr.Dataset, btype: str, cutoffs: dict[str, object], order: object,
         )
     design = butterworth(btype, values, o, fs)
     params = {**dict(zip(cutoffs, values, strict=True)), "order": o, "zero_phase": bool(zero_phase)}
-    checked, y, flags = filter_run(checked, design, zero_phase=zero_phase, step=step, params=params)
+    y, flags = filter_run(x, q, design, zero_phase=zero_phase, step=step, params=params)
     return rebuild(checked, y, flags, step=step, params=params)
 
 
@@ -316,14 +316,14 @@ def decimate(run: xr.Dataset, factor: int) -> xr.Dataset:
     (25, 25.0)
     """
     step = "decimate"
-    checked, _, _ = source_arrays(run, step)
+    checked, x, q_in = source_arrays(run, step)
     q: int = check_number(step, "factor", factor, integer=True, minimum=1,
                           hint="It is the integer ratio of the old to the new sample rate.")
     fs = float(checked.attrs["sample_rate"])
     params = {"factor": q}
     if q == 1:
-        return rebuild(checked, checked["value"].data, checked["quality"].data, step=step, params=params)
-    checked, y, flags = filter_run(checked, antialias(q), zero_phase=True, step=step, params=params)
+        return rebuild(checked, x, q_in, step=step, params=params)
+    y, flags = filter_run(x, q_in, antialias(q), zero_phase=True, step=step, params=params)
     value, quality = sweep([y, flags], functools.partial(_pick, q=q), label="decimate", token=q, n_out=2,
                            dtypes=(np.float64, np.int8),
                            out_len=lambda start, stop: -(-stop // q) - -(-start // q))
