@@ -42,10 +42,15 @@ def columns_of(run: xr.Dataset, width: int, start: Any = None, stop: Any = None)
     else:  # dask: xarray's coarsen reduces chunk by chunk, out of core
         value = part["value"].coarsen(time=per, boundary="pad")
         q = part["quality"]
-        lo = value.min().values
-        hi = value.max().values
-        bad = (q == 2).coarsen(time=per, boundary="pad").max().values.astype(bool) | np.isnan(lo)
-        suspect = ((q == 1) | (q == 3)).coarsen(time=per, boundary="pad").max().values.astype(bool) & ~bad
+        # one compute for the four reductions: the run is read once, not four times
+        reduced = xr.Dataset({
+            "lo": value.min(), "hi": value.max(),
+            "bad": (q == 2).coarsen(time=per, boundary="pad").max(),
+            "suspect": ((q == 1) | (q == 3)).coarsen(time=per, boundary="pad").max(),
+        }).compute()
+        lo, hi = reduced["lo"].values, reduced["hi"].values
+        bad = reduced["bad"].values.astype(bool) | np.isnan(lo)
+        suspect = reduced["suspect"].values.astype(bool) & ~bad
         first = np.arange(lo.shape[-1], dtype=np.int64) * per
     times = part["time"].values.astype("datetime64[ns]").view(np.int64)
     cols.index = np.arange(lo.shape[-1], dtype=np.int64)
