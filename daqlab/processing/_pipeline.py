@@ -15,7 +15,7 @@ from daqlab.io import format_for, open_run, save
 from daqlab.processing._average import moving_average
 from daqlab.processing._filters import bandpass, decimate, highpass, lowpass
 from daqlab.processing._resample import resample
-from daqlab.processing._runs import history, rebuild, source_arrays
+from daqlab.processing._runs import history, processed_attrs, rebuild, source_arrays
 from daqlab.run import calibrate as _calibrate_run
 from daqlab.run import validate
 
@@ -58,7 +58,7 @@ def calibrate(run: xr.Dataset) -> xr.Dataset:
     run, _, _ = source_arrays(run, "calibrate")  # a ProcessingError for a non-run, as every step
     out = _calibrate_run(run)
     # a new run, as every step makes (new id, the step in its history); ``raw`` stays for uncalibrate
-    out.attrs = rebuild(out, out["value"].data, out["quality"].data, step="calibrate", params={}).attrs
+    out.attrs = processed_attrs(out, step="calibrate", params={})
     return out
 
 

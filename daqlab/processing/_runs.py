@@ -16,7 +16,7 @@ from daqlab._version import __version__
 from daqlab.errors import ProcessingError, SchemaError
 from daqlab.run import coords_in_memory, iso_utc, validate
 
-__all__ = ["HISTORY_KEY", "check_number", "history", "rebuild", "source_arrays"]
+__all__ = ["HISTORY_KEY", "check_number", "history", "processed_attrs", "rebuild", "source_arrays"]
 
 HISTORY_KEY = "processing"
 """``run.attrs["metadata"][HISTORY_KEY]``: the steps that made a processed run, oldest first."""
@@ -80,15 +80,23 @@ def rebuild(
         },
         coords={**{name: c for name, c in run.coords.items() if "time" not in c.dims}, "time": time},
     )
+    out.attrs = processed_attrs(run, step=step, params=params, sample_rate=sample_rate)
+    return out
+
+
+def processed_attrs(
+    run: xr.Dataset, *, step: str, params: dict[str, Any], sample_rate: float | None = None
+) -> dict[str, Any]:
+    """The attributes of a run that ``step`` made from ``run``: a new id and creation time, and the
+    step appended to ``metadata["processing"]``."""
     metadata = dict(run.attrs.get("metadata", {}))
     entry = {"step": step, "params": params, "input_id": run.attrs.get("id"),
              "daqlab_version": __version__, "at": iso_utc()}
     metadata[HISTORY_KEY] = [*history(run), entry]
-    out.attrs = {
+    return {
         **run.attrs,
         "id": str(uuid.uuid4()),
         "created_at": iso_utc(),
         "sample_rate": float(run.attrs["sample_rate"] if sample_rate is None else sample_rate),
         "metadata": metadata,
     }
-    return out
