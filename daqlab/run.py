@@ -280,6 +280,46 @@ def coords_in_memory(run: xr.Dataset) -> xr.Dataset:
     return run.assign_coords({n: run[n].load() for n in names})
 
 
+_CHUNKS_HELP = ("give None (read into memory), {} (the file's own chunks), 'auto', a number of "
+                "samples per chunk, or a dict over 'channel' and 'time' such as {'time': 1_000_000}")
+
+
+def check_chunks(chunks: Any) -> dict[str, Any] | None:
+    """``chunks`` as ``open_run`` takes it (as in xarray), as a dict over the run's dims.
+
+    >>> check_chunks("auto")
+    {'channel': 'auto', 'time': 'auto'}
+    >>> check_chunks({"tme": 10})
+    Traceback (most recent call last):
+    ...
+    daqlab.errors.ConfigurationError: chunks={'tme': 10} is not a chunking of a run: ...
+    """
+    def ok(v: Any) -> bool:
+        if v is None or (isinstance(v, str) and v == "auto"):
+            return True
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (int(v) > 0 or int(v) == -1)
+
+    if chunks is None:
+        return None
+    if isinstance(chunks, Mapping):
+        if set(chunks) <= {"channel", "time"} and all(ok(v) for v in chunks.values()):
+            return dict(chunks)
+    elif ok(chunks):
+        return {"channel": chunks, "time": chunks}
+    raise ConfigurationError(f"chunks={chunks!r} is not a chunking of a run: {_CHUNKS_HELP}.")
+
+
+def chunk_samples(run: xr.Dataset, chunks: Any) -> xr.Dataset:
+    """``run`` with its data variables as dask arrays in ``chunks`` (as :func:`check_chunks`
+    takes them); the coordinates stay numpy (xarray cannot chunk object arrays ``"auto"``)."""
+    spec = check_chunks(chunks)
+    if spec is None:
+        return run
+    return run.assign({
+        name: run[name].variable.chunk({d: c for d, c in spec.items() if d in run[name].dims})
+        for name in run.data_vars})
+
+
 def make_run(
     values: ArrayLike,
     channels: Iterable[ChannelLike] | int,
@@ -466,7 +506,7 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
         t = run["time"].values
         if t.dtype != np.dtype("datetime64[ns]"):
             problems.append(f"coordinate 'time' must be datetime64[ns] (UTC); has dtype {t.dtype}.")
-        else:
+        elif not _sorted_without_nat(run):
             nat = np.isnat(t)
             if nat.any():
                 problems.append(f"coordinate 'time' holds {int(nat.sum())} NaT value(s).")
@@ -518,6 +558,12 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
                 f"channel {run['channel'].values[i]!r}: cal_offset must be finite; is {float(o[i])} "
                 "(use 0.0 for no offset)."
             )
+
+
+def _sorted_without_nat(run: xr.Dataset) -> bool:
+    """Whether the time index is sorted and has no NaT, by pandas, which caches both answers."""
+    index = run.indexes.get("time")
+    return bool(isinstance(index, pd.DatetimeIndex) and not index.hasnans and index.is_monotonic_increasing)
 
 
 def _check_vars(run: xr.Dataset, problems: list[str], check_data: bool) -> None:

@@ -407,3 +407,147 @@ def test_saved_file_is_complete_on_disk(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89HDF\r\n\x1a\n"
     assert os.access(path, os.R_OK)
+
+
+# --------------------------------------------------------------------------- the fast reader
+
+
+def _by_xarray(path: Path) -> xr.Dataset:
+    """What xarray's own h5netcdf reader makes of the file, decoded as daqlab decodes it."""
+    from daqlab.io import _netcdf
+
+    with xr.open_dataset(path, engine="h5netcdf", decode_times=False) as ds:
+        return _netcdf._decode_times(ds.load())
+
+
+@pytest.mark.parametrize(("make", "n"), RUNS, ids=["six", "one", "none", "calibrated", "longer"])
+def test_fast_reader_equals_xarrays_reader(tmp_path: Path, make: Callable[[int], xr.Dataset],
+                                           n: int) -> None:
+    from daqlab.io import _netcdf
+
+    path = dl.save(make(n), tmp_path / "r.nc")
+    fast = _netcdf._read_plain(path)
+    assert fast is not None
+    xr.testing.assert_identical(fast, _by_xarray(path))
+    assert list(fast.indexes) == ["channel", "time"]
+
+
+@pytest.mark.parametrize("n", [(1 << 18) + 5, 3 * (1 << 18)], ids=["partial-last-chunk", "whole-chunks"])
+def test_fast_reader_inflates_every_quality_chunk(tmp_path: Path, n: int) -> None:
+    # the flags are inflated from the stored chunks; the last chunk along time may be partial
+    rng = np.random.default_rng(3)
+    quality = rng.integers(0, 4, size=(2, n)).astype(np.int8)
+    run = dl.make_run(rng.normal(size=(2, n)), ["a", "b"], sample_rate=1e6, quality=quality)
+    path = dl.save(run, tmp_path / "q.nc")
+    with h5py.File(path, "r") as f:
+        assert f["quality"].compression == "gzip"
+        assert f["quality"].shape[1] % f["quality"].chunks[1] == (5 if n % 2 else 0)
+        stored = f["quality"][...]
+    back = dl.open_run(path)
+    np.testing.assert_array_equal(back["quality"].values, stored)
+    np.testing.assert_array_equal(back["quality"].values, run["quality"].values)
+
+
+def _edit(path: Path, how: str) -> None:
+    with h5py.File(path, "a") as f:
+        if how == "bare-variable":  # a variable without netCDF dimensions
+            f.create_dataset("notes", data=np.arange(3.0))
+        elif how == "uncompressed-quality":  # rewritten by a tool that stores flags plainly
+            q = f["quality"][...]
+            attrs = dict(f["quality"].attrs)
+            del f["quality"]
+            f.create_dataset("quality", data=q)
+            for k, v in attrs.items():
+                if k not in ("DIMENSION_LIST",):
+                    f["quality"].attrs[k] = v
+        elif how == "packed-value":  # a scale factor: xarray must decode it
+            f["value"].attrs["scale_factor"] = 2.0
+
+
+def test_files_edited_by_other_tools_open_through_xarray(tmp_path: Path) -> None:
+    import h5netcdf
+
+    from daqlab.io import _netcdf
+
+    run = sample_run(50)
+    path = dl.save(run, tmp_path / "packed.nc")
+    _edit(path, "packed-value")
+    assert _netcdf._read_plain(path) is None
+    back = dl.open_run(path)  # xarray applies the scale factor
+    np.testing.assert_array_equal(back["value"].values, run["value"].values * 2.0)
+    np.testing.assert_array_equal(back["quality"].values, run["quality"].values)
+    # flags stored without compression are read as they are, by the fast reader
+    path = dl.save(run, tmp_path / "plain-flags.nc")
+    _edit(path, "uncompressed-quality")
+    fast = _netcdf._read_plain(path)
+    assert fast is not None
+    np.testing.assert_array_equal(fast["quality"].values, run["quality"].values)
+    # another netCDF tool added a variable of its own: not a run any more, and said so
+    path = dl.save(run, tmp_path / "extra.nc")
+    with h5netcdf.File(path, "a") as nc:
+        nc.create_variable("gain", ("channel",), data=np.arange(3.0))
+    assert _netcdf._read_plain(path) is None
+    with pytest.raises(dl.SchemaError, match=r"unexpected data variable.*gain"):
+        dl.open_run(path)
+
+
+def test_variable_without_netcdf_dimensions_is_a_format_error(tmp_path: Path) -> None:
+    # h5netcdf then misreads the char arrays' dimensions; that must not escape as UnicodeDecodeError
+    path = dl.save(sample_run(50), tmp_path / "bare.nc")
+    _edit(path, "bare-variable")
+    with pytest.raises(dl.FormatError, match=r"bare\.nc could not be read as a daqlab run"):
+        dl.open_run(path)
+
+
+def test_damaged_quality_chunk_is_a_format_error(tmp_path: Path) -> None:
+    run = sample_run(1000)
+    path = dl.save(run, tmp_path / "d.nc")
+    with h5py.File(path, "r") as f:
+        info = f["quality"].id.get_chunk_info(0)
+    with path.open("r+b") as fh:  # overwrite the deflated bytes of the first flags chunk
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * info.size)
+    with pytest.raises(dl.FormatError, match=r"d\.nc"):
+        dl.open_run(path)
+
+
+# --------------------------------------------------------------------------- lazy reading
+
+
+@pytest.mark.parametrize(
+    "chunks", [{}, "auto", 64, -1, {"time": 100}, {"time": 300, "channel": 1}, {"channel": 2}],
+    ids=["file", "auto", "int", "whole", "time", "both", "channel"])
+def test_every_chunking_opens_lazily_and_identically(tmp_path: Path, chunks: Any) -> None:
+    run = sample_run(1000)
+    path = dl.save(run, tmp_path / "c.nc")
+    back = dl.open_run(path, chunks=chunks)
+    assert isinstance(back["value"].data, da.Array)
+    assert isinstance(back["quality"].data, da.Array)
+    if chunks == {"time": 100}:
+        assert back["value"].data.chunks[1] == (100,) * 10
+    xr.testing.assert_identical(back.compute(), run)
+
+
+def test_lazy_samples_are_read_straight_through_h5py(tmp_path: Path) -> None:
+    run = sample_run(1000)
+    path = dl.save(run, tmp_path / "c.nc")
+    back = dl.open_run(path, chunks={"time": 250})
+    layers = back["value"].data.dask.layers
+    assert any(name.startswith("daqlab-read-value") for name in layers), list(layers)
+    # one read per chunk asked for: no rechunking on top
+    assert not any("rechunk" in name for name in layers), list(layers)
+    assert back["value"].data.chunks == ((1, 1, 1), (250,) * 4)
+
+
+@pytest.mark.parametrize(
+    "chunks", [{"tme": 10}, {"time": 0}, {"time": -5}, "nonsense", (1, 2), True, 2.5],
+    ids=["typo", "zero", "negative", "word", "tuple", "bool", "float"])
+def test_bad_chunks_are_refused_with_what_is_allowed(tmp_path: Path, chunks: Any) -> None:
+    run = sample_run(20)
+    paths = [dl.save(run, tmp_path / "r.nc"), dl.save(run, tmp_path / "r.csv"),
+             dl.save(run, tmp_path / "s.h5", "seed-hdf5")]
+    for path in paths:
+        with pytest.raises(dl.ConfigurationError, match=r"chunks=.*'auto'.*\{'time': 1_000_000\}"):
+            dl.open_run(path, chunks=chunks)
+    with pytest.raises(dl.ConfigurationError, match="chunks="):
+        dl.open_runs(paths[:1], chunks=chunks)

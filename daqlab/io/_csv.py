@@ -108,6 +108,7 @@ from daqlab.run import (
     SCHEMA_VERSION,
     assemble_run,
     channels_of,
+    chunk_samples,
     iso_utc,
     run_attrs,
     validate,
@@ -690,7 +691,7 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
         validate(run, check_data=False)  # the data checks hold by construction
     except SchemaError as exc:
         raise FormatError(f"{path} does not hold a valid run: {exc}") from None
-    return run.chunk(chunks) if chunks is not None else run
+    return chunk_samples(run, chunks)
 
 
 def sniff_csv(head: bytes) -> str | None:

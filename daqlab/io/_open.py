@@ -17,7 +17,7 @@ from daqlab.io._csv import open_csv, save_csv, sniff_csv
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording
 from daqlab.io._seed import is_seed_file, open_seed, save_seed
-from daqlab.run import channels_of, coords_in_memory
+from daqlab.run import channels_of, check_chunks, coords_in_memory
 
 __all__ = ["FORMATS", "detect_format", "open_run", "open_runs", "save"]
 
@@ -91,11 +91,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     """Open a saved run of any supported format, detected from its contents.
 
-    ``chunks`` (as in xarray, e.g. ``{}`` or ``{"time": 1_000_000}``) gives a
-    lazy dask-backed run. A recording folder, or the final name of a recording
-    whose process died before it finished, opens as the run recorded so far.
+    ``chunks`` (as in xarray: ``{}`` for the file's own chunks, ``"auto"``, a number of
+    samples, or e.g. ``{"time": 1_000_000}``) gives a lazy dask-backed run. A recording
+    folder, or the final name of a recording whose process died before it finished, opens
+    as the run recorded so far.
     """
     p = Path(path)
+    chunks = check_chunks(chunks)
     if not p.exists():
         recording = p.with_suffix(RECORDING_SUFFIX)
         if is_recording(recording):  # the recorder was killed before it wrote the final file
@@ -125,6 +127,7 @@ def open_runs(
     must not overlap in time. The result has a new id, the first run's other
     attributes, and ``metadata["sources"]`` listing each file and its run id.
     """
+    chunks = check_chunks(chunks)
     paths = _expand(paths_or_glob)
     if not paths:
         raise StorageError(2, f"no files match {paths_or_glob!r}.")

@@ -37,7 +37,7 @@ from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
 from daqlab.io._atomic import ensure_space, fsync_dir, fsync_path, temp_name
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.model import Calibration, Channel, Quality
-from daqlab.run import SCHEMA_VERSION, assemble_run, flag_quality, validate
+from daqlab.run import SCHEMA_VERSION, assemble_run, check_chunks, flag_quality, validate
 
 __all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording"]
 
@@ -301,6 +301,7 @@ class Recorder:
 
     def recorded(self, chunks: Any = None) -> xr.Dataset:
         """What is durable so far, as a run: the folder while recording, the file after."""
+        chunks = check_chunks(chunks)
         if is_recording(self.folder):
             return open_recording(self.folder, chunks)
         return open_netcdf(self.path, chunks)

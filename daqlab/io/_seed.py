@@ -109,6 +109,7 @@ from daqlab.run import (
     channels_of,
     check_metadata,
     check_sample_rate,
+    chunk_samples,
     flag_quality,
     iso_utc,
     validate,
@@ -968,12 +969,7 @@ def open_seed(path: Path, chunks: Any = None) -> xr.Dataset:
             f"{path} could not be read as a seed HDF5 run; it is truncated or damaged "
             f"({type(exc).__name__}: {exc})."
         ) from exc
-    if chunks is not None:
-        # the per-channel coordinates stay numpy (object arrays cannot be chunked "auto")
-        small = [str(c) for c in run.coords if c not in run.indexes]
-        run = run.reset_coords(small, drop=True).chunk(chunks).assign_coords(
-            {c: run[c].variable for c in small})
-    return run
+    return chunk_samples(run, chunks)
 
 
 def is_seed_file(path: Path) -> bool:
