@@ -10,7 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
-from bokeh.models import CustomJS, Div
+from bokeh.core.serialization import Serializer
+from bokeh.document.events import DocumentPatchedEvent
+from bokeh.document.json import PatchJson
+from bokeh.models import ColumnDataSource, CustomJS
+from bokeh.protocol.messages.patch_doc import patch_doc
 from jupyter_bokeh.widgets import BokehModel
 
 from daqlab.acquisition import DataManager
@@ -48,8 +52,26 @@ def load_bokehjs() -> None:
 
 
 class BokehWidget(BokehModel):  # type: ignore[misc]
-    """jupyter_bokeh's widget with a close() that may run twice (ipywidgets calls it again from
-    ``__del__``; jupyter_bokeh 4 then raises KeyError unregistering from the document)."""
+    """jupyter_bokeh's widget, sending each change of the plot as three comm messages.
+
+    jupyter_bokeh sends a change as bokeh's protocol does, three messages and then two per
+    array (a live view's frame: 21). Every message costs the kernel, the Jupyter server and the
+    page; here arrays travel inline in the third message, base64-encoded (bokeh's own
+    non-deferred encoding, which BokehJS decodes as it does buffers). Its ``close()`` may run
+    twice (ipywidgets calls it again from ``__del__``; jupyter_bokeh 4 then raises KeyError
+    unregistering from the document).
+    """
+
+    def _document_patched(self, event: DocumentPatchedEvent) -> None:
+        if event.setter is self:  # the change came from this page
+            return
+        doc = event.document
+        serializer = Serializer(references=doc.models.synced_references, deferred=False)
+        content = PatchJson(events=serializer.encode([event]))
+        doc.models.flush_synced(lambda model: not serializer.has_ref(model))
+        msg = patch_doc(patch_doc.create_header(), {}, content)
+        for part in (msg.header_json, msg.metadata_json, msg.content_json):
+            self.send({"msg": "patch", "payload": part})
 
     def close(self) -> None:
         if getattr(self, "_daqlab_closed", False):
@@ -107,7 +129,8 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ack = Div(text="", visible=False, width=1, height=1, name=f"daqlab-{self.kind}-ack")
+        # not in the layout: a change of a layout's child relays out the whole plot (~10 ms a frame)
+        self.ack = ColumnDataSource(name=f"daqlab-{self.kind}-ack")
         self.ack.on_change("tags", self._on_ack)
         # jupyter_bokeh sends a patch as several comm messages; a browser view rendered between two of
         # them misreads every later patch and freezes. So in a kernel the first frame waits until a

@@ -138,9 +138,12 @@ class LiveView(LiveBase):
         self.frames_drawn = 0
 
         palette = Category10_10
+        # not syncable: jupyter_bokeh 4.1 sends every change the page applies back to the kernel (each
+        # frame: the whole data, gzipped and base64-encoded by the page, decoded again by the kernel)
         self.source = ColumnDataSource(data=frame_points(self._cols, range(len(self.names))),
-                                       name="daqlab-live-data")
-        self.flags = ColumnDataSource(data=flag_spans(self._cols, []), name="daqlab-live-flags")
+                                       name="daqlab-live-data", syncable=False)
+        self.flags = ColumnDataSource(data=flag_spans(self._cols, []), name="daqlab-live-flags",
+                                      syncable=False)
         # the browser follows the newest samples and autoscales y itself: a frame is one patch (the data)
         # (not syncable: the browser recomputes them every frame; sending that back is wasted traffic)
         self.x_range = DataRange1d(follow="end", follow_interval=seconds * 1e3, range_padding=0,
@@ -163,9 +166,7 @@ class LiveView(LiveBase):
         self.figure = fig
         self.source.js_on_change("data", self._ack_callback(self.source))
 
-        from bokeh.layouts import column
-
-        plot = self._wrap(column(fig, self.ack))
+        plot = self._wrap(fig)
         self._build_controls(shown, seconds, calibrated)
         self.children = [self.controls, plot, self.status]
         self._start_refresher()

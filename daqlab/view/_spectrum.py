@@ -73,7 +73,7 @@ class SpectrumView(LiveBase):
         self.rows = [[c.name for c in buffer.channels].index(n) for n in self.names]
         self.source = ColumnDataSource(
             data={"f": np.empty(0), **{f"p{i}": np.empty(0) for i in range(len(self.names))}},
-            name="daqlab-spectrum-data")
+            name="daqlab-spectrum-data", syncable=False)  # not sent back by the page (see LiveView)
         fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
                      x_axis_label="frequency (Hz)", y_axis_label="power spectral density (unit²/Hz)",
                      tools="pan,box_zoom,wheel_zoom,reset,save", name="daqlab-spectrum-figure")
@@ -84,9 +84,7 @@ class SpectrumView(LiveBase):
         fig.toolbar.logo = None
         self.figure = fig
         self.source.js_on_change("data", self._ack_callback(self.source))
-        from bokeh.layouts import column
-
-        plot = self._wrap(column(fig, self.ack))
+        plot = self._wrap(fig)
         self.status = widgets.HTML(value="waiting for samples...")
         self.children = [plot, self.status]
         self.frames_drawn = 0

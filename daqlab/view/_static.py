@@ -80,8 +80,11 @@ class RunPlot:
             self.run = calibrate(self.run)
         self.names, self.width = shown, width
         cols = columns_of(self.run, width)
-        self.source = ColumnDataSource(frame_points(cols, range(len(shown))), name="daqlab-run-data")
-        self.flags = ColumnDataSource(flag_spans(cols, list(range(len(shown)))), name="daqlab-run-flags")
+        # not syncable: the page would send every re-read back (see LiveView)
+        self.source = ColumnDataSource(frame_points(cols, range(len(shown))), name="daqlab-run-data",
+                                       syncable=False)
+        self.flags = ColumnDataSource(flag_spans(cols, list(range(len(shown)))), name="daqlab-run-flags",
+                                      syncable=False)
         x = self.source.data["x"]
         span = (float(np.nanmin(x)), float(np.nanmax(x))) if len(x) else (0.0, 1.0)
         fig = figure(width=width, height=height, x_axis_type="datetime", tools="xpan,xwheel_zoom,box_zoom,"
