@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import daqlab as dl
 from daqlab.view import FramePacer, LiveView, MinMaxColumns, RunPlot, SpectrumView, minmax
+from daqlab.view._base import channel_color
 from daqlab.view._live import flag_spans, frame_points
 from tests.helpers import FakeClock, daqlab_threads, wait_for
 
@@ -250,6 +251,30 @@ def test_live_view_rejects_bad_arguments_with_clear_messages() -> None:
         LiveView(buf, ["nope"])
     with pytest.raises(dl.ConfigurationError, match="DataManager or a RingBuffer; got Dataset"):
         LiveView(dl.make_run([[1.0]], ["a"], sample_rate=1.0))  # type: ignore[arg-type]
+    assert not daqlab_threads()
+
+
+def test_the_legend_is_html_beside_the_plot_in_the_line_colors() -> None:
+    # bokeh measured and painted an in-canvas legend every frame: a third of the frame rate at 8 x 1 MS/s
+    buf = dl.RingBuffer(["a", "<b>&c", "=d"], 1000, 100.0)
+    view = LiveView(buf, ["a", "=d"], window=1.0)
+    try:
+        assert not view.figure.legend
+        assert [line.glyph.line_color for line in view.lines] == [channel_color(i) for i in range(3)]
+        text = view.legend.value
+        assert channel_color(0) in text and channel_color(2) in text and channel_color(1) not in text
+        assert "&lt;b&gt;&amp;c" not in text and "=d" in text
+        view.picker.value = ("<b>&c",)  # picking channels changes the legend
+        assert "&lt;b&gt;&amp;c" in view.legend.value and "=d" not in view.legend.value
+        assert view.legend in view.children
+        spectrum = SpectrumView(buf, ["<b>&c"], seconds=1.0)
+        try:
+            assert not spectrum.figure.legend
+            assert "&lt;b&gt;&amp;c" in spectrum.legend.value and "<b>" not in spectrum.legend.value
+        finally:
+            spectrum.close()
+    finally:
+        view.close()
     assert not daqlab_threads()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import itertools
 import threading
 import time
@@ -14,6 +15,7 @@ from bokeh.core.serialization import Serializer
 from bokeh.document.events import DocumentPatchedEvent
 from bokeh.document.json import PatchJson
 from bokeh.models import ColumnDataSource, CustomJS
+from bokeh.palettes import Category10_10
 from bokeh.protocol.messages.patch_doc import patch_doc
 from jupyter_bokeh.widgets import BokehModel
 
@@ -22,7 +24,8 @@ from daqlab.buffer import RingBuffer
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.view._pacer import FramePacer
 
-__all__ = ["BokehWidget", "LiveBase", "in_kernel", "load_bokehjs", "resolve_buffer", "resolve_channels"]
+__all__ = ["BokehWidget", "LiveBase", "channel_color", "in_kernel", "legend_html", "load_bokehjs",
+           "resolve_buffer", "resolve_channels"]
 
 _numbers = itertools.count(1)
 _bokehjs_loaded = False
@@ -79,6 +82,25 @@ class BokehWidget(BokehModel):  # type: ignore[misc]
         self._daqlab_closed = True
         with contextlib.suppress(KeyError):
             super().close()
+
+
+def channel_color(i: int) -> str:
+    """The line color of the ``i``-th channel (bokeh's Category10)."""
+    return str(Category10_10[i % len(Category10_10)])
+
+
+def legend_html(names: Sequence[str], shown: Sequence[str] | None = None) -> str:
+    """A legend of channel names in their line colors, as HTML beside the plot.
+
+    Live views keep their legend out of the canvas: bokeh measures and paints a legend on every
+    frame, and that cost a live view at 8 x 1 MS/s a third of its frame rate in JupyterLab.
+    """
+    items = [
+        f'<span style="white-space:nowrap;margin-right:1em"><span style="color:{channel_color(i)};'
+        f'font-weight:bold">&#9473;&#9473;</span> {html.escape(name)}</span>'
+        for i, name in enumerate(names) if shown is None or name in shown
+    ]
+    return "<div>" + " ".join(items) + "</div>"
 
 
 def resolve_buffer(target: object, source: str | None) -> tuple[RingBuffer, DataManager | None]:

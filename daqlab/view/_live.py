@@ -11,14 +11,13 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 from bokeh.models import ColumnDataSource, DataRange1d, Range1d
-from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from numpy.typing import NDArray
 
 from daqlab.acquisition import DataManager
 from daqlab.buffer import RingBuffer
 from daqlab.errors import ConfigurationError
-from daqlab.view._base import LiveBase, resolve_buffer, resolve_channels
+from daqlab.view._base import LiveBase, channel_color, legend_html, resolve_buffer, resolve_channels
 from daqlab.view._decimate import MinMaxColumns
 
 __all__ = ["LiveView", "flag_spans", "frame_points"]
@@ -85,8 +84,8 @@ class LiveView(LiveBase):
     Controls: start/stop the acquisition (for a DataManager), the channels
     shown, the window length, y autoscale or a fixed range, calibrated or raw
     values. The status line gives the acquired rate, buffer fill, samples lost
-    and frames per second. Spans with BAD samples are shaded red, SUSPECT or
-    INTERPOLATED amber.
+    and frames per second. The legend above the plot names the channels shown, in
+    their colors. Spans with BAD samples are shaded red, SUSPECT or INTERPOLATED amber.
 
     One refresher thread (``daqlab-view-<n>``) redraws at most ``max_fps`` times
     a second and backs off when the browser falls behind; it reads the ring
@@ -137,7 +136,6 @@ class LiveView(LiveBase):
         self._last_status = -math.inf
         self.frames_drawn = 0
 
-        palette = Category10_10
         # not syncable: jupyter_bokeh 4.1 sends every change the page applies back to the kernel (each
         # frame: the whole data, gzipped and base64-encoded by the page, decoded again by the kernel)
         self.source = ColumnDataSource(data=frame_points(self._cols, range(len(self.names))),
@@ -157,18 +155,18 @@ class LiveView(LiveBase):
                    source=self.flags)
         self.lines = []
         for i, name in enumerate(self.names):
-            line = fig.line("x", f"y{i}", source=self.source, color=palette[i % len(palette)],
-                            legend_label=name, line_width=1.2, visible=name in shown)
+            line = fig.line("x", f"y{i}", source=self.source, color=channel_color(i), line_width=1.2,
+                            visible=name in shown)
             self.lines.append(line)
-        fig.legend.location = "top_left"
-        fig.legend.click_policy = "hide"
         fig.toolbar.logo = None
         self.figure = fig
         self.source.js_on_change("data", self._ack_callback(self.source))
 
         plot = self._wrap(fig)
         self._build_controls(shown, seconds, calibrated)
-        self.children = [self.controls, plot, self.status]
+        self.legend = widgets.HTML(legend_html(self.names, shown))
+        self.picker.observe(self._on_pick, "value")
+        self.children = [self.controls, self.legend, plot, self.status]
         self._start_refresher()
 
     # --- settings -------------------------------------------------------------------------------------
@@ -207,6 +205,9 @@ class LiveView(LiveBase):
             widgets.VBox([self.run_button, self.calibrated]), self.picker,
             widgets.VBox([self.window_box, self.y_mode, widgets.HBox([self.y_min, self.y_max])]),
         ])
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        self.legend.value = legend_html(self.names, change["new"])
 
     def _update_run_button(self) -> None:
         m = self.manager

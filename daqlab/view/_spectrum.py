@@ -10,7 +10,6 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 from bokeh.models import ColumnDataSource
-from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from numpy.typing import NDArray
 from scipy import signal
@@ -18,7 +17,7 @@ from scipy import signal
 from daqlab.acquisition import DataManager
 from daqlab.buffer import RingBuffer
 from daqlab.errors import ConfigurationError
-from daqlab.view._base import LiveBase, resolve_buffer, resolve_channels
+from daqlab.view._base import LiveBase, channel_color, legend_html, resolve_buffer, resolve_channels
 
 __all__ = ["SpectrumView", "welch_psd"]
 
@@ -77,16 +76,15 @@ class SpectrumView(LiveBase):
         fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
                      x_axis_label="frequency (Hz)", y_axis_label="power spectral density (unit²/Hz)",
                      tools="pan,box_zoom,wheel_zoom,reset,save", name="daqlab-spectrum-figure")
-        for i, name in enumerate(self.names):
-            fig.line("f", f"p{i}", source=self.source, legend_label=name,
-                     color=Category10_10[i % len(Category10_10)])
-        fig.legend.click_policy = "hide"
+        for i in range(len(self.names)):  # the legend is HTML beside the plot (see legend_html)
+            fig.line("f", f"p{i}", source=self.source, color=channel_color(i))
         fig.toolbar.logo = None
         self.figure = fig
         self.source.js_on_change("data", self._ack_callback(self.source))
         plot = self._wrap(fig)
         self.status = widgets.HTML(value="waiting for samples...")
-        self.children = [plot, self.status]
+        self.legend = widgets.HTML(legend_html(self.names))
+        self.children = [self.legend, plot, self.status]
         self.frames_drawn = 0
         self._start_refresher()
 
