@@ -281,7 +281,8 @@ def coords_in_memory(run: xr.Dataset) -> xr.Dataset:
 
 
 _CHUNKS_HELP = ("give None (read into memory), {} (the file's own chunks), 'auto', a number of "
-                "samples per chunk, or a dict over 'channel' and 'time' such as {'time': 1_000_000}")
+                "samples per chunk, or a dict over 'channel' and 'time' of those (or of a byte size "
+                "such as '64MiB', or a tuple of chunk lengths), such as {'time': 1_000_000}")
 
 
 def check_chunks(chunks: Any) -> dict[str, Any] | None:
@@ -289,24 +290,48 @@ def check_chunks(chunks: Any) -> dict[str, Any] | None:
 
     >>> check_chunks("auto")
     {'channel': 'auto', 'time': 'auto'}
+    >>> check_chunks({"time": "64MiB"})
+    {'time': '64MiB'}
     >>> check_chunks({"tme": 10})
     Traceback (most recent call last):
     ...
     daqlab.errors.ConfigurationError: chunks={'tme': 10} is not a chunking of a run: ...
     """
-    def ok(v: Any) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    def ok(v: Any, in_dict: bool) -> bool:
         if v is None or (isinstance(v, str) and v == "auto"):
             return True
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (int(v) > 0 or int(v) == -1)
+        if number(v):
+            return int(v) > 0 or int(v) == -1
+        if in_dict and isinstance(v, str):
+            from dask.utils import parse_bytes  # only here: dask costs time to import
+
+            try:
+                return parse_bytes(v) > 0
+            except ValueError:
+                return False
+        return in_dict and isinstance(v, tuple) and len(v) > 0 and all(number(n) and n > 0 for n in v)
 
     if chunks is None:
         return None
     if isinstance(chunks, Mapping):
-        if set(chunks) <= {"channel", "time"} and all(ok(v) for v in chunks.values()):
+        if set(chunks) <= {"channel", "time"} and all(ok(v, True) for v in chunks.values()):
             return dict(chunks)
-    elif ok(chunks):
+    elif ok(chunks, False):
         return {"channel": chunks, "time": chunks}
     raise ConfigurationError(f"chunks={chunks!r} is not a chunking of a run: {_CHUNKS_HELP}.")
+
+
+def chunked_variable(var: xr.Variable, chunks: Mapping[str, Any]) -> xr.Variable:
+    """``var`` as a dask array in ``chunks`` (a dict from :func:`check_chunks`)."""
+    try:
+        return var.chunk({d: c for d, c in chunks.items() if d in var.dims})
+    except (ValueError, NotImplementedError) as exc:  # e.g. chunk lengths that do not add up
+        raise ConfigurationError(
+            f"chunks={dict(chunks)!r} do not fit a run of {dict(zip(var.dims, var.shape, strict=True))} "
+            f"samples ({exc}); {_CHUNKS_HELP}.") from None
 
 
 def chunk_samples(run: xr.Dataset, chunks: Any) -> xr.Dataset:
@@ -315,9 +340,7 @@ def chunk_samples(run: xr.Dataset, chunks: Any) -> xr.Dataset:
     spec = check_chunks(chunks)
     if spec is None:
         return run
-    return run.assign({
-        name: run[name].variable.chunk({d: c for d, c in spec.items() if d in run[name].dims})
-        for name in run.data_vars})
+    return run.assign({name: chunked_variable(run[name].variable, spec) for name in run.data_vars})
 
 
 def make_run(

@@ -460,6 +460,8 @@ def _edit(path: Path, how: str) -> None:
             for k, v in attrs.items():
                 if k not in ("DIMENSION_LIST",):
                     f["quality"].attrs[k] = v
+            f["quality"].dims[0].attach_scale(f["channel"])
+            f["quality"].dims[1].attach_scale(f["time"])
         elif how == "packed-value":  # a scale factor: xarray must decode it
             f["value"].attrs["scale_factor"] = 2.0
 
@@ -515,8 +517,9 @@ def test_damaged_quality_chunk_is_a_format_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "chunks", [{}, "auto", 64, -1, {"time": 100}, {"time": 300, "channel": 1}, {"channel": 2}],
-    ids=["file", "auto", "int", "whole", "time", "both", "channel"])
+    "chunks", [{}, "auto", 64, -1, {"time": 100}, {"time": 300, "channel": 1}, {"channel": 2},
+               {"time": (600, 400)}, {"time": "4KiB"}],
+    ids=["file", "auto", "int", "whole", "time", "both", "channel", "lengths", "bytes"])
 def test_every_chunking_opens_lazily_and_identically(tmp_path: Path, chunks: Any) -> None:
     run = sample_run(1000)
     path = dl.save(run, tmp_path / "c.nc")
@@ -551,3 +554,107 @@ def test_bad_chunks_are_refused_with_what_is_allowed(tmp_path: Path, chunks: Any
             dl.open_run(path, chunks=chunks)
     with pytest.raises(dl.ConfigurationError, match="chunks="):
         dl.open_runs(paths[:1], chunks=chunks)
+
+
+def test_bad_chunk_lengths_are_refused(tmp_path: Path) -> None:
+    path = dl.save(sample_run(1000), tmp_path / "r.nc")
+    for p in (path, dl.save(sample_run(1000), tmp_path / "r.csv")):
+        with pytest.raises(dl.ConfigurationError, match=r"do not fit a run of .*'time': 1000"):
+            dl.open_run(p, chunks={"time": (10, 10)})
+
+
+def test_two_lazy_opens_with_different_chunks_do_not_mix(tmp_path: Path) -> None:
+    # the dask keys of a lazy read name the chunks: two chunkings of one file are two graphs
+    import dask
+
+    run = dl.make_run(np.arange(2000.0).reshape(2, 1000), ["a", "b"], sample_rate=10.0)
+    path = dl.save(run, tmp_path / "r.nc")
+    a, b = dl.open_run(path, chunks={"time": 100}), dl.open_run(path, chunks={"time": 500})
+    total = float(run["value"].sum())
+    assert dask.compute(b["value"].data.sum(), a["value"].data.sum()) == (total, total)
+    np.testing.assert_array_equal((a["value"] - b["value"]).values, 0.0)
+
+
+def test_lazy_run_reads_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = sample_run(100)
+    dl.save(run, tmp_path / "r.nc")
+    monkeypatch.chdir(tmp_path)
+    lazy = dl.open_run("r.nc", chunks={})
+    monkeypatch.chdir(tmp_path.parent)
+    xr.testing.assert_identical(lazy.compute(), run)
+
+
+def test_open_works_while_the_interpreter_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = dl.save(sample_run(100), tmp_path / "r.nc")
+    code = ("import atexit, daqlab as dl\n"
+            f"atexit.register(lambda: print('n =', dl.open_run({str(path)!r}).sizes['time']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "n = 100" in out.stdout, out.stderr
+
+
+def _rewrite(run: xr.Dataset, path: Path, change: Callable[[xr.Dataset, dict[str, Any]], xr.Dataset]) -> Path:
+    """``run`` written as daqlab writes it, but with ``change`` made to the dataset and encoding."""
+    from daqlab.io import _netcdf
+
+    ds, enc = _netcdf._cf_dataset(run, False)
+    ds = change(ds, enc)
+    ds.to_netcdf(path, engine="h5netcdf", encoding=enc)
+    return path
+
+
+def test_variable_length_string_names_open(tmp_path: Path) -> None:
+    run = sample_run(10)
+
+    def vlen(ds: xr.Dataset, enc: dict[str, Any]) -> xr.Dataset:
+        enc["channel"] = enc["unit"] = {"dtype": str}
+        return ds
+
+    back = dl.open_run(_rewrite(run, tmp_path / "vlen.nc", vlen))
+    xr.testing.assert_identical(back, run)
+
+
+def test_transposed_samples_are_not_read_as_channel_by_time(tmp_path: Path) -> None:
+    run = dl.make_run(np.arange(9.0).reshape(3, 3), ["a", "b", "c"], sample_rate=1.0)
+
+    def transpose(ds: xr.Dataset, enc: dict[str, Any]) -> xr.Dataset:
+        for k in ("value", "quality"):
+            enc[k]["chunksizes"] = enc[k]["chunksizes"][::-1]
+        return ds.transpose("time", "channel", ...)
+
+    path = _rewrite(run, tmp_path / "t.nc", transpose)
+    from daqlab.io import _netcdf
+
+    assert _netcdf._read_plain(path) is None
+    # said, never silently transposed
+    with pytest.raises(dl.SchemaError, match=r"'value' must have dims \('channel', 'time'\); has \('time'"):
+        dl.open_run(path)
+
+
+def test_damaged_files_raise_format_errors_only(tmp_path: Path) -> None:
+    # truncations and random byte flips: each open either works or raises a DaqlabError
+    rng = np.random.default_rng(1)
+    run = dl.make_run(rng.normal(size=(2, 3000)), [dl.Channel("Δp", "V"), "b"], sample_rate=10.0,
+                      quality=rng.integers(0, 4, (2, 3000)).astype(np.int8))
+    data = dl.save(run, tmp_path / "src.nc").read_bytes()
+    target = tmp_path / "damaged.nc"
+    others = []
+    for trial in range(150):
+        b = bytearray(data)
+        if trial < 30:
+            b = b[: len(data) * trial // 30]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        target.write_bytes(bytes(b))
+        for chunks in (None, {}):
+            try:
+                dl.open_run(target, chunks=chunks).compute()
+            except dl.DaqlabError:
+                pass
+            except Exception as exc:  # collected and reported below
+                others.append(f"trial {trial} chunks={chunks}: {type(exc).__name__}: {exc}")
+    assert not others, "\n".join(others[:10])

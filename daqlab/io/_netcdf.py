@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from numpy.typing import NDArray
 from daqlab._version import __version__
 from daqlab.errors import DaqlabError, FormatError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.run import SCHEMA_VERSION, check_chunks, chunk_samples, coords_in_memory, iso_utc, validate
+from daqlab.run import (
+    SCHEMA_VERSION,
+    check_chunks,
+    chunk_samples,
+    chunked_variable,
+    coords_in_memory,
+    iso_utc,
+    validate,
+)
 
 __all__ = ["from_disk", "open_netcdf", "save_netcdf", "to_disk"]
 
@@ -152,10 +161,16 @@ def _decode_time(values: NDArray[Any], units: str, calendar: str) -> NDArray[np.
         decoded = np.asarray(xr.coding.times.decode_cf_datetime(values, units, calendar))
         return decoded.astype("datetime64[ns]")
     t0 = np.datetime64(m.group(2), "ns").view(np.int64)
+    scale = 1000 if m.group(1) == "microseconds" else 1
+    if np.size(values):
+        lo, hi = float(np.min(values)), float(np.max(values))  # NaN comes out as NaN
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo * scale > -2.0**62 and hi * scale < 2.0**62):
+            raise FormatError(f"coordinate 'time' holds NaN, infinite or out-of-range counts "
+                              f"(from {lo} to {hi} {units}); the file is damaged.")
     counts = np.empty(np.shape(values), np.int64)  # one pass, no temporaries
     np.rint(values, out=counts, casting="unsafe")
-    if m.group(1) == "microseconds":
-        counts *= 1000
+    if scale != 1:
+        counts *= scale
     counts += t0
     out: NDArray[np.datetime64] = counts.view("datetime64[ns]")
     return out
@@ -260,7 +275,7 @@ def save_netcdf(
 def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
     """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files."""
     chunks = check_chunks(chunks)
-    ds = _read_plain(path) if chunks is None else None
+    ds = _read_plain(path, chunks)
     plain = ds is not None
     if ds is None:
         try:
@@ -269,7 +284,9 @@ def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
                                  decode_times=False)
             if chunks is not None:
                 ds = chunk_samples(_through_h5py(ds, path, chunks), chunks)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except DaqlabError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise FormatError(f"{path} could not be read as NetCDF4/HDF5: {exc}") from exc
     try:
         run = from_disk(ds, path)
@@ -278,7 +295,7 @@ def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
             run = run.load()
     except DaqlabError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # e.g. text that is not UTF-8
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # e.g. text not UTF-8
         raise FormatError(f"{path} could not be read as a daqlab run: {type(exc).__name__}: {exc}") from exc
     finally:
         if chunks is None:
@@ -298,12 +315,16 @@ class _H5Variable:
     """
 
     def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
-        self.file = xr.backends.CachingFileManager(h5py.File, str(path), mode="r")
+        self.path, self.file = path, xr.backends.CachingFileManager(h5py.File, str(path), mode="r")
         self.name, self.shape, self.dtype, self.ndim = name, shape, dtype, len(shape)
 
     def __getitem__(self, key: Any) -> NDArray[Any]:
-        with self.file.acquire_context() as f:
-            out: NDArray[Any] = f[self.name][key]
+        try:
+            with self.file.acquire_context() as f:
+                out: NDArray[Any] = f[self.name][key]
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:  # truncated, damaged, replaced
+            raise FormatError(f"{self.path}: reading {self.name!r} failed ({type(exc).__name__}: "
+                              f"{exc}); the file was damaged or changed after it was opened.") from exc
         return out
 
 
@@ -311,18 +332,26 @@ def _through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any]) -> xr.Data
     """``ds`` (opened lazily by xarray in the file's chunks) with its sample variables read
     straight through h5py in ``chunks`` (``{}``: the file's), where nothing but reading is
     needed to decode them."""
-    token = dask.base.tokenize(str(path), path.stat().st_mtime_ns)
     for name in ("value", "quality", "raw"):
         var = ds.variables.get(name)
         if var is None or var.chunks is None or any(k in var.attrs or k in var.encoding for k in _PACKING):
             continue
-        source = _H5Variable(path, name, var.shape, var.dtype)
-        asked = var.chunk({d: c for d, c in chunks.items() if d in var.dims}).chunks if chunks else var.chunks
-        data = dask.array.from_array(  # type: ignore[no-untyped-call]
-            source, chunks=asked, name=f"daqlab-read-{name}-{token}", lock=False, asarray=True,
-            meta=np.empty((0,) * var.ndim, var.dtype))
-        ds[name] = var.copy(deep=False, data=data)
+        ds[name] = _lazy_samples(path, name, var, chunks)
     return ds
+
+
+def _lazy_samples(path: Path, name: str, var: xr.Variable, chunks: dict[str, Any]) -> xr.Variable:
+    """``var`` (the file's variable ``name``, in its stored chunks) as a dask array that reads
+    it through h5py in ``chunks`` (``{}``: as stored)."""
+    path = path.resolve()  # read later, maybe from another folder or on another machine
+    st = path.stat()
+    asked = chunked_variable(var, chunks).chunks if chunks else var.chunks
+    # the same file, variable and chunks: the same dask keys (anything else must differ)
+    token = dask.base.tokenize(str(path), st.st_ino, st.st_size, st.st_mtime_ns, name, asked)
+    data = dask.array.from_array(  # type: ignore[no-untyped-call]
+        _H5Variable(path, name, var.shape, var.dtype), chunks=asked, name=f"daqlab-read-{name}-{token}",
+        lock=False, asarray=True, meta=np.empty((0,) * var.ndim, var.dtype))
+    return var.copy(deep=False, data=data)
 
 
 def _decode_times(ds: xr.Dataset) -> xr.Dataset:
@@ -370,7 +399,7 @@ def _attr_value(value: Any) -> Any:
     """An HDF5 attribute as h5netcdf and xarray give it: text decoded, one-element arrays
     unpacked, string arrays as lists."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogateescape") if len(value) != 1 else value
+        return value.decode("utf-8", "surrogateescape")
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "SUO":
             value = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
@@ -381,10 +410,12 @@ def _attr_value(value: Any) -> Any:
 
 
 def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
-    return {k: _attr_value(obj.attrs[k]) for k in obj.attrs if k not in _HDF5_ATTRS}
+    # fill values stay as stored (as xarray keeps them)
+    return {k: obj.attrs[k] if k in ("_FillValue", "missing_value") else _attr_value(obj.attrs[k])
+            for k in obj.attrs if k not in _HDF5_ATTRS}
 
 
-def _read_plain(path: Path) -> xr.Dataset | None:
+def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset | None:
     """A daqlab NetCDF file read whole through h5py, CF-decoded by xarray; ``None`` when the
     file holds anything else (another tool added a variable, packed the data, ...), which
     xarray's h5netcdf reader then opens.
@@ -392,7 +423,8 @@ def _read_plain(path: Path) -> xr.Dataset | None:
     Same result as that reader, in about half the time: its bookkeeping costs ~5 ms per
     variable, and HDF5 would inflate the quality flags under h5py's lock, one chunk after
     the other, where here zlib inflates them (and numpy decodes the times) in a second
-    thread while the samples are read.
+    thread while the samples are read. With ``chunks`` the samples stay on disk, read through
+    h5py chunk by chunk (see :func:`_lazy_samples`). A file h5py cannot read is a FormatError.
     """
     try:
         with h5py.File(path, "r") as f:
@@ -402,10 +434,19 @@ def _read_plain(path: Path) -> xr.Dataset | None:
                     k in f[v].attrs for v in ("value", "quality", "raw") if v in f for k in _PACKING):
                 return None
             with ThreadPoolExecutor(1, thread_name_prefix="daqlab-read") as pool:
-                variables = _read_variables(f, found, pool)
+                try:
+                    pool.submit(int).result()
+                    usable: ThreadPoolExecutor | None = pool
+                except RuntimeError:  # the interpreter is shutting down: no new threads
+                    usable = None
+                variables = _read_variables(f, found, usable, path, chunks)
             attrs = _attrs(f)
-    except (OSError, KeyError, TypeError, ValueError, zlib.error):
-        return None  # xarray's reader says what is wrong
+    except DaqlabError:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, zlib.error) as exc:
+        # h5py: KeyError for an object it cannot open, RuntimeError for damaged metadata
+        raise FormatError(f"{path} could not be read as NetCDF4/HDF5 ({type(exc).__name__}: {exc}); "
+                          "it is truncated or damaged.") from exc
     if variables is None:
         return None
     try:
@@ -420,24 +461,39 @@ def _read_plain(path: Path) -> xr.Dataset | None:
         return None
 
 
-def _read_variables(f: h5py.File, names: list[str],
-                    pool: ThreadPoolExecutor) -> dict[str, xr.Variable] | None:
-    """Every variable of ``names`` (``None`` if one has unexpected dimensions). The quality
-    flags are inflated and the times decoded in ``pool`` while the samples are read: numpy
-    and zlib release the GIL, and so does h5py while it reads."""
-    deflated = _deflated_chunks(f["quality"]) if "quality" in names else None
-    inflating = pool.submit(lambda: [zlib.decompress(b) for _, b in deflated or ()])
+def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor | None,
+                    path: Path, chunks: dict[str, Any] | None) -> dict[str, xr.Variable] | None:
+    """Every variable of ``names`` (``None`` if one is not as daqlab writes it). The quality
+    flags are inflated and the times decoded in ``pool`` (if there is one) while the samples
+    are read: numpy and zlib release the GIL, and so does h5py while it reads."""
+    def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        if pool is not None:
+            return pool.submit(fn, *args)
+        done: Future[Any] = Future()
+        done.set_result(fn(*args))
+        return done
+
+    for name in ("value", "quality", "raw"):  # stored as (channel, time), not transposed
+        if name in names and _dim_names(f[name]) != _PLAIN_DIMS[name]:
+            return None
+    deflated = _deflated_chunks(f["quality"]) if "quality" in names and chunks is None else None
+    inflating = submit(lambda: [zlib.decompress(b) for _, b in deflated or ()])
     read: dict[str, Any] = {}
     for name in sorted(names, key=lambda n: n != "time"):  # time first: decoded meanwhile
         d = f[name]
         dims = _PLAIN_DIMS[name]
-        if not isinstance(d, h5py.Dataset) or d.ndim not in (len(dims), len(dims) - (dims[-1] == "nchar")):
-            return None
+        if not isinstance(d, h5py.Dataset) or d.dtype.kind == "O" or d.ndim not in (
+                len(dims), len(dims) - (dims[-1] == "nchar")):
+            return None  # (variable-length strings are xarray's to decode)
         dims = (dims[0], f"{name}_nchar") if dims[-1] == "nchar" and d.ndim == 2 else dims[:d.ndim]
         if name == "quality" and deflated is not None:
             read[name] = (dims, _attrs(d))
         elif name == "time":
-            read[name] = pool.submit(_time_variable, xr.Variable(dims, d[()], _attrs(d)))
+            read[name] = submit(_time_variable, xr.Variable(dims, d[()], _attrs(d)))
+        elif chunks is not None and name in ("value", "quality", "raw"):
+            # (only the chunks of this placeholder count)
+            stored = dask.array.empty(d.shape, dtype=d.dtype, chunks=d.chunks or d.shape)
+            read[name] = _lazy_samples(path, name, xr.Variable(dims, stored, _attrs(d)), chunks)
         else:
             read[name] = xr.Variable(dims, d[()], _attrs(d))
     if deflated is not None:
@@ -445,6 +501,11 @@ def _read_variables(f: h5py.File, names: list[str],
         read["quality"] = xr.Variable(dims, _assemble(f["quality"], deflated, inflating.result()), attrs)
     read["time"] = read["time"].result()
     return read
+
+
+def _dim_names(d: h5py.Dataset) -> tuple[str, ...]:
+    """The names of a dataset's netCDF dimensions (its HDF5 dimension scales)."""
+    return tuple(dim[0].name.lstrip("/") if len(dim) else "" for dim in d.dims)
 
 
 def _deflated_chunks(d: h5py.Dataset) -> list[tuple[tuple[int, ...], bytes]] | None:

@@ -76,14 +76,14 @@ class SpectrumView(LiveBase):
         fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
                      x_axis_label="frequency (Hz)", y_axis_label="power spectral density (unit²/Hz)",
                      tools="pan,box_zoom,wheel_zoom,reset,save", name="daqlab-spectrum-figure")
-        for i in range(len(self.names)):  # the legend is HTML beside the plot (see legend_html)
-            fig.line("f", f"p{i}", source=self.source, color=channel_color(i))
+        for i, row in enumerate(self.rows):  # colored as in LiveView; the legend is HTML (see legend_html)
+            fig.line("f", f"p{i}", source=self.source, color=channel_color(row))
         fig.toolbar.logo = None
         self.figure = fig
         self.source.js_on_change("data", self._ack_callback(self.source))
         plot = self._wrap(fig)
         self.status = widgets.HTML(value="waiting for samples...")
-        self.legend = widgets.HTML(legend_html(self.names))
+        self.legend = widgets.HTML(legend_html([c.name for c in buffer.channels], self.names))
         self.children = [self.legend, plot, self.status]
         self.frames_drawn = 0
         self._start_refresher()
