@@ -565,13 +565,14 @@ def test_bad_chunk_lengths_are_refused(tmp_path: Path) -> None:
 
 def test_two_lazy_opens_with_different_chunks_do_not_mix(tmp_path: Path) -> None:
     # the dask keys of a lazy read name the chunks: two chunkings of one file are two graphs
-    import dask
+    import dask.base
 
     run = dl.make_run(np.arange(2000.0).reshape(2, 1000), ["a", "b"], sample_rate=10.0)
     path = dl.save(run, tmp_path / "r.nc")
     a, b = dl.open_run(path, chunks={"time": 100}), dl.open_run(path, chunks={"time": 500})
     total = float(run["value"].sum())
-    assert dask.compute(b["value"].data.sum(), a["value"].data.sum()) == (total, total)
+    sums = dask.base.compute(b["value"].data.sum(), a["value"].data.sum())  # type: ignore[no-untyped-call]
+    assert sums == (total, total)
     np.testing.assert_array_equal((a["value"] - b["value"]).values, 0.0)
 
 
@@ -650,7 +651,8 @@ def test_damaged_files_raise_format_errors_only(tmp_path: Path) -> None:
             for _ in range(int(rng.integers(1, 4))):
                 b[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
         target.write_bytes(bytes(b))
-        for chunks in (None, {}):
+        ways: tuple[dict[str, Any] | None, ...] = (None, {})
+        for chunks in ways:
             try:
                 dl.open_run(target, chunks=chunks).compute()
             except dl.DaqlabError:

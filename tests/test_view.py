@@ -143,6 +143,29 @@ def test_pacer_backs_off_when_acks_lag_and_recovers_when_they_return() -> None:
     assert pacer.interval == pytest.approx(0.05)
 
 
+def test_pacer_follows_a_reloaded_page_that_counts_its_frames_from_one() -> None:
+    clock = FakeClock()
+    pacer = FramePacer(20.0, clock=clock)
+    for _ in range(50):
+        clock.advance(0.05)
+        pacer.frame_acked(pacer.frame_sent(), "page-1")
+    assert pacer.acked == 50
+    for _ in range(3):  # the page reloads: these frames go nowhere
+        clock.advance(0.05)
+        pacer.frame_sent()
+    clock.advance(3.0)
+    assert [pacer.blind] == [True]  # (a list: mypy would narrow the property and skip the rest)
+    for k in range(1, 11):  # the new page's frames 1, 2, ... are the kernel's 54, 55, ...
+        clock.advance(0.05)
+        sent = pacer.frame_sent()
+        pacer.frame_acked(k, "page-2")
+        assert pacer.acked == sent
+    assert not pacer.blind
+    assert pacer.in_flight == 0
+    pacer.frame_acked(3, "page-2")  # late and repeated acks change nothing
+    assert pacer.acked == 63
+
+
 def test_pacer_without_acks_draws_at_the_blind_rate() -> None:
     clock = FakeClock()
     pacer = FramePacer(30.0, blind_fps=5.0, clock=clock)

@@ -165,15 +165,17 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
     def _on_ack(self, attr: str, old: Any, new: Any) -> None:
         # runs on the kernel's main thread: reads the value only, never touches bokeh models
         if new and isinstance(new[0], (int, float)):
-            self.pacer.frame_acked(int(new[0]))
+            self.pacer.frame_acked(int(new[0]), new[1] if len(new) > 1 else None)
 
     def _ack_callback(self, source: Any) -> CustomJS:
         """JS: after the browser paints new data of ``source``, acknowledge it: the k-th data update
-        a view receives is frame k (each frame is one patch of the data, applied in order)."""
+        a page receives is its frame k (each frame is one patch of the data, applied in order),
+        sent with an id of the page (a reloaded page counts from 1 again)."""
         return CustomJS(args={"source": source, "ack": self.ack}, code="""
             source._daqlab_frames = (source._daqlab_frames || 0) + 1;
-            const frame = source._daqlab_frames;
-            requestAnimationFrame(() => { ack.tags = [frame]; });
+            source._daqlab_page = source._daqlab_page || Math.random().toString(36).slice(2);
+            const frame = source._daqlab_frames, page = source._daqlab_page;
+            requestAnimationFrame(() => { ack.tags = [frame, page]; });
         """)
 
     def _wrap(self, layout: Any) -> BokehModel:

@@ -53,6 +53,8 @@ class FramePacer:
         self._sent_times: deque[float] = deque(maxlen=64)
         self._latencies: deque[float] = deque(maxlen=64)
         self._sent_at: dict[int, float] = {}
+        self._page: object = None  # which page acknowledges (a reloaded page counts from 1 again)
+        self._offset = 0
         self._lock = threading.Lock()
 
     @property
@@ -94,9 +96,19 @@ class FramePacer:
             self._sent_at[self.sent] = now
             return self.sent
 
-    def frame_acked(self, frame: int) -> None:
-        """The browser painted ``frame`` (and every frame before it). Any thread may call this."""
+    def frame_acked(self, frame: int, page: object = None) -> None:
+        """The browser painted ``frame`` (and every frame before it). Any thread may call this.
+
+        ``page`` identifies the page: a page that appears later (a reload, a second tab) counts
+        its frames from 1, so its ``frame`` is mapped to the newest frame sent when it first
+        acknowledges.
+        """
         with self._lock:
+            if page is not None and page != self._page:
+                if self._page is not None:
+                    self._offset = self.sent - frame
+                self._page = page
+            frame += self._offset
             if frame <= self.acked or frame > self.sent:
                 return
             now = self.clock()
