@@ -434,12 +434,7 @@ def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset 
                     k in f[v].attrs for v in ("value", "quality", "raw") if v in f for k in _PACKING):
                 return None
             with ThreadPoolExecutor(1, thread_name_prefix="daqlab-read") as pool:
-                try:
-                    pool.submit(int).result()
-                    usable: ThreadPoolExecutor | None = pool
-                except RuntimeError:  # the interpreter is shutting down: no new threads
-                    usable = None
-                variables = _read_variables(f, found, usable, path, chunks)
+                variables = _read_variables(f, found, pool, path, chunks)
             attrs = _attrs(f)
     except DaqlabError:
         raise
@@ -461,17 +456,18 @@ def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset 
         return None
 
 
-def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor | None,
+def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor,
                     path: Path, chunks: dict[str, Any] | None) -> dict[str, xr.Variable] | None:
     """Every variable of ``names`` (``None`` if one is not as daqlab writes it). The quality
-    flags are inflated and the times decoded in ``pool`` (if there is one) while the samples
-    are read: numpy and zlib release the GIL, and so does h5py while it reads."""
+    flags are inflated and the times decoded in ``pool`` while the samples are read: numpy
+    and zlib release the GIL, and so does h5py while it reads."""
     def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        if pool is not None:
+        try:
             return pool.submit(fn, *args)
-        done: Future[Any] = Future()
-        done.set_result(fn(*args))
-        return done
+        except RuntimeError:  # the interpreter is shutting down: no new threads, read in this one
+            done: Future[Any] = Future()
+            done.set_result(fn(*args))
+            return done
 
     for name in ("value", "quality", "raw"):  # stored as (channel, time), not transposed
         if name in names and _dim_names(f[name]) != _PLAIN_DIMS[name]:

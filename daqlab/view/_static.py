@@ -12,13 +12,13 @@ import numpy as np
 import xarray as xr
 from bokeh.events import RangesUpdate
 from bokeh.models import ColumnDataSource, Range1d
-from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.io._atomic import atomic_path
 from daqlab.run import validate
+from daqlab.view._base import channel_color
 from daqlab.view._decimate import MinMaxColumns, minmax
 from daqlab.view._live import flag_spans, frame_points
 
@@ -93,8 +93,7 @@ class RunPlot:
         fig.vstrip(x0="left", x1="right", fill_color="color", fill_alpha=0.18, line_alpha=0,
                    source=self.flags)
         for i, name in enumerate(shown):
-            fig.line("x", f"y{i}", source=self.source, legend_label=name,
-                     color=Category10_10[i % len(Category10_10)])
+            fig.line("x", f"y{i}", source=self.source, legend_label=name, color=channel_color(i))
         fig.legend.click_policy = "hide"
         fig.toolbar.logo = None
         fig.on_event(RangesUpdate, self._on_range)
