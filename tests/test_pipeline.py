@@ -185,6 +185,33 @@ def test_each_step_sees_the_run_the_step_before_made() -> None:
     assert Pipeline([LowPass(200.0), Decimate(4)]).apply(make(X)).attrs["sample_rate"] == 250.0
 
 
+def test_a_users_step_keeps_everything_it_returned() -> None:
+    # a step that only flags samples leaves the calibrated run's raw values valid: they stay, and so
+    # do the attributes it set; only the run's id and history are the pipeline's
+    def flag_spikes(run: xr.Dataset) -> xr.Dataset:
+        spike = np.abs(run["value"]) > 1.0
+        out = run.assign(quality=run["quality"].where(~spike, np.int8(SUSPECT)).astype(np.int8))
+        out["quality"].attrs = dict(run["quality"].attrs, comment="|value| > 1 is SUSPECT")
+        out["value"].attrs["units_note"] = "volts"
+        out.attrs["operator"] = "ada"
+        return out
+
+    run = dl.calibrate(make(X))
+    out = Pipeline([flag_spikes]).apply(run)
+    np.testing.assert_array_equal(out["raw"].values, run["raw"].values)
+    np.testing.assert_array_equal(out["quality"].values == SUSPECT, np.abs(X) > 1.0)
+    assert out["quality"].attrs["comment"] == "|value| > 1 is SUSPECT"
+    assert out["value"].attrs["units_note"] == "volts"
+    assert out.attrs["operator"] == "ada"
+    assert out.attrs["calibrated"] is True
+    assert steps_and_params(out) == [("flag_spikes", {})]
+    assert out.attrs["id"] != run.attrs["id"]
+    assert "operator" not in run.attrs
+    assert "units_note" not in run["value"].attrs
+    np.testing.assert_array_equal(dl.uncalibrate(out)["value"].values, X)
+    dl.validate(out)
+
+
 @pytest.mark.parametrize(("steps", "pattern"), [
     ([1], r"step 0 of the pipeline is 1 \(int\), which is neither a Processor \(an object with \.name "
      r"and \.process\(run\)\) nor a function run -> run\."),

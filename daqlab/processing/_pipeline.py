@@ -15,7 +15,7 @@ from daqlab.io import format_for, open_run, save
 from daqlab.processing._average import moving_average
 from daqlab.processing._filters import bandpass, decimate, highpass, lowpass
 from daqlab.processing._resample import resample
-from daqlab.processing._runs import history, processed_attrs, rebuild, source_arrays
+from daqlab.processing._runs import history, processed_attrs, source_arrays
 from daqlab.run import calibrate as _calibrate_run
 from daqlab.run import validate
 
@@ -231,9 +231,9 @@ class Pipeline:
                 raise ProcessingError(
                     f"step {i} ({name}) returned a dataset that is not a run: {exc}"
                 ) from exc
-            if len(history(out)) <= before:  # a user's step: record it for it
-                out = rebuild(out, out["value"].data, out["quality"].data, step=name,
-                              params=_step_params(step))
+            if len(history(out)) <= before:  # a user's step: record it for it, keep all it made
+                out = out.copy(deep=False)
+                out.attrs = processed_attrs(out, step=name, params=_step_params(step))
             run = out
         return run
 
