@@ -55,3 +55,25 @@ def test_liveview_benchmark_quick_run_prints_the_table() -> None:
     for case in ("cold (whole window)", "warm frame (prep only)", "warm frame (+ bokeh update)"):
         assert re.search(rf"^\s*{re.escape(case)} \|\s+\d+\.\d\d \|\s+\d+\.\d\d \|\s+\d+\.\d{{3}}$",
                          out, re.MULTILINE), out
+
+
+def test_storage_benchmark_quick_run_prints_every_ratio(tmp_path: Path) -> None:
+    out = run_quick("storage.py", "--dir", str(tmp_path))
+    assert re.search(r"^case\s+daqlab MB/s\s+baseline MB/s\s+ratio\s*$", out, re.MULTILINE), out
+    rows = r"CSV read [\d,]+ rows vs pandas"
+    for case in (r"NetCDF save vs h5py write", r"NetCDF open\+load vs h5py read",
+                 r"NetCDF open lazy\+compute vs h5py read", r"CSV write [\d,]+ rows vs pandas",
+                 rf"{rows} parse only", rf"{rows} parse\+pivot", rf"{rows} parse\+unstack"):
+        row = rf"^{case}\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d\s*$"
+        assert re.search(row, out, re.MULTILINE), f"no row {case}:\n{out}"
+    assert list(tmp_path.iterdir()) == []  # its files are removed
+
+
+def test_acquisition_benchmark_quick_run_prints_the_table() -> None:
+    out = run_quick("acquisition.py")
+    baseline = r"^baseline: plain h5py write\+fsync of float64 blocks: [\d,]+ MB/s$"
+    assert re.search(baseline, out, re.MULTILINE), out
+    for channels, rate in (("2", "10,000"), ("8", "100,000")):
+        row = rf"^\s+{channels}\s+{rate}\s+\d+\.\d\d\s+[\d,]+\s+[\d,]+\s+.*\b(yes|no)$"
+        assert re.search(row, out, re.MULTILINE), f"no row for {channels} x {rate}:\n{out}"
+    assert re.search(r"^highest sustained with zero loss: ", out, re.MULTILINE), out
