@@ -7,7 +7,7 @@ import html
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -25,7 +25,7 @@ from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.view._pacer import FramePacer
 
 __all__ = ["BokehWidget", "LiveBase", "channel_color", "in_kernel", "legend_html", "load_bokehjs",
-           "resolve_buffer", "resolve_channels"]
+           "resolve_buffer", "resolve_channels", "route_by_frontend"]
 
 _numbers = itertools.count(1)
 _bokehjs_loaded = False
@@ -54,6 +54,38 @@ def load_bokehjs() -> None:
     _bokehjs_loaded = True
 
 
+def route_by_frontend(widget: object) -> None:
+    """Let the messages the page sends on ``widget``'s comm go where the page sends them.
+
+    ipykernel 7 with kernel subshells (JupyterLab 4.4+ sends widget messages on a subshell of its
+    own) reroutes every message arriving on a comm to the subshell of the request that was current
+    when the kernel last sent on that comm. A live view sends from its refresher thread, where
+    that request is whichever the kernel handled last; after a page reload it is one from the old
+    page, whose subshell is gone: the kernel then drops everything the new page sends on the comm
+    ("Cannot handle comm_msg ...: Unknown subshell_id" in its log), the frame acknowledgements
+    included, and keeps re-pinning the dead subshell with every frame. No code here waits on a
+    reply from these comms, so the routing the page asked for (the message's own header) is right.
+    A no-op for a kernel without that routing, or a closed widget.
+    """
+    comm = getattr(widget, "comm", None)
+    route = getattr(comm, "_reply_subshell_for", None)
+    if comm is None or route is None or getattr(comm, "_daqlab_routed", False):
+        return
+
+    def by_header(data: Any, default: Any) -> Any:
+        route(data, default)  # its bookkeeping (replies awaited by request id); not its answer
+        return default
+
+    comm._reply_subshell_for = by_header
+    comm._daqlab_routed = True
+
+
+def _widget_tree(widget: object) -> Iterator[object]:
+    yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from _widget_tree(child)
+
+
 class BokehWidget(BokehModel):  # type: ignore[misc]
     """jupyter_bokeh's widget, sending each change of the plot as three comm messages.
 
@@ -62,8 +94,13 @@ class BokehWidget(BokehModel):  # type: ignore[misc]
     page; here arrays travel inline in the third message, base64-encoded (bokeh's own
     non-deferred encoding, which BokehJS decodes as it does buffers). Its ``close()`` may run
     twice (ipywidgets calls it again from ``__del__``; jupyter_bokeh 4 then raises KeyError
-    unregistering from the document).
+    unregistering from the document). The page's messages go to the subshell it sends them on
+    (see :func:`route_by_frontend`).
     """
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        route_by_frontend(self)
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
         if event.setter is self:  # the change came from this page
@@ -163,7 +200,8 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
             self.shown.set()
 
     def _on_ack(self, attr: str, old: Any, new: Any) -> None:
-        # runs on the kernel's main thread: reads the value only, never touches bokeh models
+        # runs on the thread handling the page's messages (the main one, or a subshell's): reads the
+        # value only, never touches bokeh models
         if new and isinstance(new[0], (int, float)):
             self.pacer.frame_acked(int(new[0]), new[1] if len(new) > 1 else None)
 
@@ -185,6 +223,8 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
         return self.bokeh_widget
 
     def _start_refresher(self) -> None:
+        for widget in _widget_tree(self):  # the controls too: a reloaded page must reach them
+            route_by_frontend(widget)
         self._thread = threading.Thread(target=self._run, name=f"daqlab-{self.kind}-{self.number}",
                                         daemon=True)
         self._thread.start()

@@ -101,7 +101,10 @@ class FramePacer:
 
         ``page`` identifies the page: a page that appears later (a reload, a second tab) counts
         its frames from 1, so its ``frame`` is mapped to the newest frame sent when it first
-        acknowledges.
+        acknowledges. That guess can be too new: a reloaded page first paints the frames that
+        were on their way while it loaded, so its later acks would map past the newest frame
+        sent (and be ignored for good, leaving the pacer blind). Such an ack lowers the mapping
+        instead: it means the page has painted everything sent.
         """
         with self._lock:
             if page is not None and page != self._page:
@@ -109,6 +112,9 @@ class FramePacer:
                     self._offset = self.sent - frame
                 self._page = page
             frame += self._offset
+            if frame > self.sent and page is not None:
+                self._offset -= frame - self.sent
+                frame = self.sent
             if frame <= self.acked or frame > self.sent:
                 return
             now = self.clock()

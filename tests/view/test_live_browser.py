@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.view.browser import (
     NOTEBOOK7_KNOWN_ERRORS,
@@ -27,6 +28,7 @@ from tests.view.browser import (
     wait_for_bokeh_model,
     wait_for_canvas_change,
     wait_for_last_x,
+    watch_bokeh_patches,
 )
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "02_live_view.ipynb"
@@ -100,4 +102,126 @@ def test_live_view_moves_in_the_browser(app: App, chromium_browser: Browser, tmp
         "status_line": status,
     }
     (artifacts_dir() / f"live-view-{app}.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+# A notebook with one LiveView of a small simulated source (what the reload test needs, quickly).
+_RELOAD_CELLS = [
+    "import daqlab as dl\n"
+    "source = dl.sources.Simulated(4, sample_rate=100_000.0, seed=1)\n"
+    "manager = dl.DataManager(source, record=False, buffer_seconds=3.0)\n"
+    "manager.start()",
+    "view = dl.LiveView(manager, window=1.0)\nview",
+]
+
+# The frames the page has painted of the live data and its page id (the ack callback's counters).
+_PAGE_FRAMES_JS = """(name) => {
+  for (const d of (window.Bokeh && Bokeh.documents) || []) {
+    const m = d.get_model_by_name(name);
+    if (m != null) return [m._daqlab_frames || 0, m._daqlab_page || null];
+  }
+  return [0, null];
+}"""
+
+# Run `code` in the notebook's kernel (the page's own connection) and return what it printed.
+_EXECUTE_JS = """async (code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const future = kernel.requestExecute({code, store_history: false});
+  let out = "";
+  future.onIOPub = (msg) => {
+    if (msg.header.msg_type === "stream") out += msg.content.text;
+    if (msg.header.msg_type === "error") out += msg.content.ename + ": " + msg.content.evalue;
+  };
+  await future.done;
+  return out;
+}"""
+
+_PACER_STATE = (
+    "import json\n"
+    "_p = view.pacer\n"
+    "print(json.dumps({'page': _p._page, 'sent': _p.sent, 'acked': _p.acked, 'blind': _p.blind,\n"
+    "                  'fps': _p.fps(), 'latency': _p.latency()}))"
+)
+
+
+def _page_frames(page: Page) -> tuple[int, str | None]:
+    frames, page_id = page.evaluate(_PAGE_FRAMES_JS, SOURCE)
+    return int(frames), page_id
+
+
+def _wait_for_page_frames(page: Page, at_least: int, *, timeout: float = 60.0) -> None:
+    page.wait_for_function(f"(name) => ({_PAGE_FRAMES_JS})(name)[0] >= {int(at_least)}", arg=SOURCE,
+                           timeout=timeout * 1000, polling=100)
+
+
+def _pacer_state(page: Page) -> dict[str, Any]:
+    out: str = page.evaluate(_EXECUTE_JS, _PACER_STATE)
+    state: dict[str, Any] = json.loads(out)
+    return state
+
+
+@pytest.mark.timeout(180)
+def test_live_view_is_paced_by_a_reloaded_page(chromium_browser: Browser, tmp_path: Path) -> None:
+    """Save the notebook and reload the page while the view streams: the new page's acks count.
+
+    JupyterLab sends widget messages on a kernel subshell of the page's own; ipykernel routed a
+    comm's messages to the subshell of the old page (gone after the reload), and the first frames a
+    reloaded page paints are older than the newest sent. Either left the view at its blind rate
+    ("no browser acks") for good. Nothing here runs in the kernel until the new page has painted
+    for a while (a request on the kernel's main shell used to unstick the routing by chance).
+    """
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in _RELOAD_CELLS]  # type: ignore[no-untyped-call]
+    nbformat.write(nb, tmp_path / "reload.ipynb")  # type: ignore[no-untyped-call]
+    with jupyter_server(tmp_path, "lab") as server, browser_page(chromium_browser) as browser:
+        page = browser.page
+        open_notebook(page, server, "reload.ipynb", timeout=90)
+        wait_for_bokeh_model(page, FIGURE, rendered=True, timeout=90)
+        _wait_for_page_frames(page, 20)  # streaming, paced by this page's acks
+        before = measure_updates(page, source=SOURCE, figure=FIGURE, seconds=2.0)
+        old_page_id = _page_frames(page)[1]
+
+        # save (awaited, so no unsaved-changes prompt) and reload while the view streams
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
+                               " return w && w.context && !w.context.model.dirty; }", timeout=30_000)
+        page.reload(wait_until="domcontentloaded")
+        wait_for_bokeh_model(page, FIGURE, rendered=True, timeout=90)
+        watch_bokeh_patches(page)
+        try:
+            _wait_for_page_frames(page, 30)  # the new page paints (at 5 fps if its acks were lost)
+        except PlaywrightTimeoutError:
+            # known, not fixed: a page whose widget view starts listening between the comm
+            # messages of one patch reads every later patch out of step (jupyter_bokeh's receiver)
+            pytest.fail(f"the reloaded page paints no frames: {_page_frames(page)}, "
+                        f"patch errors {bokeh_patch_errors(page)[:2]}")
+        after = measure_updates(page, source=SOURCE, figure=FIGURE, seconds=2.0)
+        frames, new_page_id = _page_frames(page)
+        assert new_page_id is not None
+        assert new_page_id != old_page_id
+
+        # the kernel counts the new page's acks: the pacer follows it, frames barely in flight
+        first = _pacer_state(page)
+        assert first["page"] == new_page_id, (first, new_page_id)
+        assert not first["blind"], first
+        assert first["sent"] - first["acked"] <= 3, first
+        _wait_for_page_frames(page, frames + 10)
+        second = _pacer_state(page)
+        assert second["acked"] >= first["acked"] + 7, (first, second)
+        assert not second["blind"], second
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('code')].some((c) => c.textContent.includes('fps')"
+            " && c.textContent.includes('latency') && !c.textContent.includes('no browser acks'))",
+            timeout=30_000, polling=100)
+        status = page.locator("code", has_text="fps").first.inner_text()
+        assert after.patch_errors == 0, bokeh_patch_errors(page)
+        assert browser.unexpected_errors() == []
+    assert server.leftover_pids == [], "the server left processes behind"
+
+    report = {"data_fps_before": round(before.data_fps, 1), "data_fps_after": round(after.data_fps, 1),
+              "pacer_after": second, "status_line_after": status}
+    (artifacts_dir() / "live-view-reload.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
