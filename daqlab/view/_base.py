@@ -51,7 +51,38 @@ def load_bokehjs() -> None:
     from bokeh.resources import INLINE
 
     output_notebook(INLINE, hide_banner=True)
+    from IPython.display import Javascript, display
+
+    display(Javascript(RESYNC_JS))  # type: ignore[no-untyped-call]
     _bokehjs_loaded = True
+
+
+# BokehJS's protocol Receiver takes a message's parts (header, metadata, content) by counting. A
+# view that starts listening in the middle of a patch (a page reloaded while a view streams: the
+# view renders between two of its parts) takes every later part for the one before it and never
+# applies a patch again. Every header daqlab sends starts with '{"msgid"', and no metadata or
+# content does: a header arriving out of place restarts the message, so such a view misses one
+# patch instead of all. Patched once per page, on the Receiver class jupyter_bokeh's views use.
+RESYNC_JS = """
+(function resync(tries) {
+  const Bokeh = window.Bokeh;
+  if (Bokeh == null || Bokeh.require == null) {
+    if (tries > 0) setTimeout(() => resync(tries - 1), 100);
+    return;
+  }
+  const Receiver = Bokeh.require("protocol/receiver").Receiver;
+  if (Receiver.prototype._daqlab_resync) return;
+  const consume = Receiver.prototype.consume;
+  Receiver.prototype.consume = function (fragment) {
+    if (typeof fragment === "string" && fragment.startsWith('{"msgid"') &&
+        this._current_consumer !== this._HEADER) {
+      this._current_consumer = this._HEADER;
+    }
+    return consume.call(this, fragment);
+  };
+  Receiver.prototype._daqlab_resync = true;
+})(600);
+"""
 
 
 def route_by_frontend(widget: object) -> None:

@@ -136,6 +136,24 @@ _EXECUTE_JS = """async (code) => {
   return out;
 }"""
 
+# A receiver of the page's BokehJS that starts listening at a patch's metadata: with daqlab's
+# resync (RESYNC_JS) it applies the next patches (contents 2 and 3); without, none of them.
+_MID_PATCH_JS = """() => {
+  const {Receiver} = Bokeh.require("protocol/receiver");
+  const r = new Receiver(), got = [];
+  const header = (id) => JSON.stringify({msgid: id, msgtype: "PATCH-DOC"});
+  let last = null;
+  for (const part of ["{}", '{"events":[1]}', header("a"), "{}", '{"events":[2]}', header("b"), "{}",
+                      '{"events":[3]}']) {
+    try { r.consume(part); } catch (e) { got.push(String(e)); }
+    if (r.message != null && r.message !== last) {
+      last = r.message;
+      got.push(r.message.content.events ? r.message.content.events[0] : null);
+    }
+  }
+  return got;
+}"""
+
 _PACER_STATE = (
     "import json\n"
     "_p = view.pacer\n"
@@ -201,6 +219,8 @@ def test_live_view_is_paced_by_a_reloaded_page(chromium_browser: Browser, tmp_pa
         after = measure_updates(page, source=SOURCE, figure=FIGURE, seconds=2.0)
         frames, new_page_id = _page_frames(page)
         assert new_page_id is not None
+        # the reloaded page's BokehJS resyncs a receiver that began listening mid-patch
+        assert page.evaluate(_MID_PATCH_JS) == [2, 3]
         assert new_page_id != old_page_id
 
         # the kernel counts the new page's acks: the pacer follows it, frames barely in flight

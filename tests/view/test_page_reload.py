@@ -70,3 +70,28 @@ def test_route_by_frontend_leaves_widgets_without_a_rerouting_comm_alone() -> No
     plain = SimpleNamespace(comm=SimpleNamespace())
     route_by_frontend(plain)
     assert not hasattr(plain.comm, "_reply_subshell_for")
+
+
+def test_a_patch_is_three_parts_and_only_its_header_starts_as_the_page_resync_expects() -> None:
+    # RESYNC_JS restarts a page's receiver on a part starting with '{"msgid"': only headers may
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    from daqlab.view._base import RESYNC_JS, BokehWidget
+
+    source = ColumnDataSource({"x": [0.0, 1.0], "y": [1.0, 2.0]})
+    fig = figure()
+    fig.line("x", "y", source=source)
+    widget = BokehWidget(fig)
+    sent: list[dict[str, Any]] = []
+    widget.send = sent.append
+    try:
+        for k in range(3):
+            source.data = {"x": [0.0, 1.0], "y": [float(k), 2.0]}
+    finally:
+        widget.close()
+    parts = [m["payload"] for m in sent]
+    assert [m["msg"] for m in sent] == ["patch"] * 9
+    assert all(isinstance(p, str) for p in parts)
+    assert [p.startswith('{"msgid"') for p in parts] == [True, False, False] * 3
+    assert """fragment.startsWith('{"msgid"')""" in RESYNC_JS
