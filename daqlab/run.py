@@ -158,24 +158,40 @@ def sample_times(start_ns: int, first_index: int, n: int, sample_rate: float) ->
     return (np.int64(start_ns) + offsets).view("datetime64[ns]")
 
 
+_COARSER_THAN_NS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us")
+_NS_RANGE = "1677-09-21T00:12:43.145224193 to 2262-04-11T23:47:16.854775807"
+
+
 def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
     arr = np.asarray(times)
     if arr.size == 0 and arr.ndim == 1:
         arr = np.empty(0, dtype="datetime64[ns]")
     if arr.dtype.kind != "M":
+        why = ""
         try:
             # utc=True converts every offset (also ones changing at DST) and takes naive as UTC
             idx = pd.to_datetime(arr, utc=True, format="ISO8601") if arr.dtype.kind in "OU" else None
-        except (TypeError, ValueError):
-            idx = None
+        except (TypeError, ValueError) as exc:  # OutOfBoundsDatetime is a ValueError
+            idx, why = None, f" ({exc}; datetime64[ns] holds {_NS_RANGE})"
         if idx is None:
             raise ShapeError(
                 f"times must be datetime-like (datetime64, datetime objects, ISO text); got "
-                f"dtype {arr.dtype}. Convert, e.g. np.asarray(t_seconds * 1e9, 'int64')"
+                f"dtype {arr.dtype}{why}. Convert, e.g. np.asarray(t_seconds * 1e9, 'int64')"
                 ".view('datetime64[ns]'), or pass start=... and let daqlab stamp them."
             )
         arr = pd.DatetimeIndex(idx).tz_localize(None).to_numpy()
-    arr = arr.astype("datetime64[ns]")
+    ns = arr.astype("datetime64[ns]")
+    if arr.dtype != ns.dtype and np.datetime_data(arr.dtype)[0] in _COARSER_THAN_NS:
+        # numpy wraps a coarse time outside the nanosecond range around without a word
+        outside = ~np.isnat(arr) & (ns.astype(arr.dtype) != arr)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ShapeError(
+                f"times hold {int(outside.sum())} value(s) outside the range of datetime64[ns] "
+                f"({_NS_RANGE}), the first {arr.flat[i]} at index {i}; daqlab stamps samples "
+                "in nanoseconds. Check the dates (a wrong unit or epoch?)."
+            )
+    arr = ns
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ShapeError(
             f"times must be 1-D with one timestamp per sample ({n}); got shape {arr.shape}."
@@ -185,9 +201,10 @@ def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
             f"times hold {int(np.isnat(arr).sum())} NaT value(s); every sample needs a timestamp."
         )
     if n > 1:
-        steps = np.diff(arr.view(np.int64))
-        if (steps < 0).any():
-            i = int(np.argmax(steps < 0))
+        ti = arr.view(np.int64)
+        back = ti[1:] < ti[:-1]  # compared, not subtracted: a difference can overflow int64
+        if back.any():
+            i = int(np.argmax(back))
             raise ShapeError(
                 f"times must be non-decreasing; sample {i + 1} ({arr[i + 1]}) is before "
                 f"sample {i} ({arr[i]}). Sort the samples by time first."

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -252,3 +253,102 @@ def test_open_run_of_the_final_name_finds_the_recording_after_a_crash(tmp_path: 
     assert not (tmp_path / "r.nc").exists()
     run = dl.open_run(tmp_path / "r.nc")
     assert run.sizes["time"] == 50
+
+
+# --------------------------------------------------------------------------- reading while consolidating
+
+
+def _recording(path: Path, blocks: int, size: int = 200) -> tuple[dl.Recorder, np.ndarray[Any, Any]]:
+    """A started recorder on ``path`` holding ``blocks`` durable segments of distinct values."""
+    buf = dl.RingBuffer(2, blocks * size + 1, 1000.0, start="2026-01-01")
+    rec = dl.Recorder(buf, path, flush_interval=0.01)
+    rec.start()
+    k = np.arange(blocks * size, dtype=np.float64)
+    pushed = np.stack([k, -k - 1.0])
+    for i in range(blocks):
+        buf.push(pushed[:, i * size:(i + 1) * size])
+        rec.flush_through(buf.written)  # one segment per block: consolidation has work to do
+    return rec, pushed
+
+
+@pytest.mark.timeout(180)
+def test_open_run_while_the_recorder_consolidates_gives_the_run(tmp_path: Path) -> None:
+    # open_run of the final name reads the recording folder until the final file is there;
+    # when close() renamed the folder away mid-read, that read failed with a raw
+    # FileNotFoundError or "segment ... is unreadable" although the complete file existed
+    results: list[tuple[Path, int]] = []
+    errors: list[BaseException] = []
+    for trial in range(6):
+        path = tmp_path / f"r{trial}.nc"
+        rec, pushed = _recording(path, 40)
+        closed = threading.Event()
+        reading = threading.Event()
+
+        def read_until_closed(path: Path = path, pushed: np.ndarray[Any, Any] = pushed,
+                              closed: threading.Event = closed, reading: threading.Event = reading) -> None:
+            deadline = time.monotonic() + 60
+            opens_after_close = 0
+            while opens_after_close < 2 and time.monotonic() < deadline:
+                after = closed.is_set()
+                reading.set()
+                try:
+                    run = dl.open_run(path)
+                    n = run.sizes["time"]
+                    assert 0 < n <= pushed.shape[1]
+                    np.testing.assert_array_equal(run["value"].values, pushed[:, :n])  # a prefix
+                    dl.validate(run)
+                    results.append((path, n))
+                    if after:
+                        assert n == pushed.shape[1], "an open after close() missed samples"
+                except BaseException as exc:
+                    errors.append(exc)
+                opens_after_close += after
+
+        reader = threading.Thread(target=read_until_closed, name=f"test-reader-{trial}")
+        reader.start()
+        assert reading.wait(30), "the reader did not start"
+        assert rec.close() == path
+        closed.set()
+        reader.join(90)
+        assert not reader.is_alive(), "open_run hung while the recorder consolidated"
+        assert not rec.folder.exists()
+    # every open gave a valid prefix of the samples: no raw OSError, and no DaqlabError either,
+    # since the final file is complete before the folder goes
+    assert not errors, [f"{type(e).__name__}: {e}" for e in errors[:5]]
+    assert len(results) >= 12
+
+
+def test_a_lazy_run_of_a_recording_consolidated_before_loading_names_the_final_file(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    path = tmp_path / "r.h5"  # any final name: the recording's manifest keeps it
+    rec, pushed = _recording(path, 3)
+    lazy = dl.open_run(path, chunks={})
+    lazy_folder = dl.open_run(rec.folder, chunks={})
+    recorded = rec.recorded(chunks={})
+    assert lazy["value"].chunks is not None
+    rec.close()
+    consolidated = rf"recording .*r\.daqrec was finished and consolidated into {re.escape(str(path))}.*" \
+                   rf"open the complete run with daqlab\.open_run\('{re.escape(str(path))}'\)"
+    for run in (lazy, lazy_folder, recorded):
+        with pytest.raises(dl.StorageError, match=consolidated):
+            run.load()
+    with pytest.raises(dl.StorageError, match=r"r\.daqrec does not exist; check the path"):
+        dl.open_recording(rec.folder)
+    shutil.move(path, path.with_suffix(".nc"))  # where a recording goes by default
+    with pytest.raises(dl.StorageError, match=r"consolidated into .*r\.nc"):
+        dl.open_recording(rec.folder)  # its folder is gone; the message says where the run went
+    path = path.with_suffix(".nc")
+    np.testing.assert_array_equal(dl.open_run(path)["value"].values, pushed)
+
+
+def test_a_recording_folder_deleted_under_a_lazy_run_is_a_storage_error(tmp_path: Path) -> None:
+    import shutil
+
+    rec, _ = _recording(tmp_path / "r.nc", 2)
+    lazy = dl.open_run(rec.folder, chunks={})
+    rec.stop()
+    shutil.rmtree(rec.folder)  # deleted, not consolidated: no final file to point to
+    with pytest.raises(dl.StorageError, match=r"segment seg-0000000\d\.h5 of recording .*r\.daqrec vanished"):
+        lazy.load()

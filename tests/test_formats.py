@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -141,3 +143,80 @@ def test_save_refuses_unknown_formats_and_suffixes(tmp_path: Path) -> None:
         dl.save(_rich(), tmp_path / "x.nc", "parquet")
     with pytest.raises(dl.FormatError, match=r"cannot tell the format of 'x.txt'"):
         dl.save(_rich(), tmp_path / "x.txt")
+
+
+def test_open_runs_refuses_files_whose_data_variables_differ(tmp_path: Path) -> None:
+    # joining them filled the missing 'raw' with NaN without a word: samples lost
+    ch = [dl.Channel("a", calibration=dl.Calibration(2.0))]
+    c1 = dl.calibrate(dl.make_run([[1.0, 2.0]], ch, sample_rate=1.0, start="2024-01-01T00:00:00"))
+    c2 = dl.calibrate(dl.make_run([[3.0, 4.0]], ch, sample_rate=1.0, start="2024-01-01T00:00:02"))
+    a = dl.save(c1, tmp_path / "c1.nc")
+    b = dl.save(c2.drop_vars("raw"), tmp_path / "c2.nc")
+    with pytest.raises(dl.SchemaError) as info:
+        dl.open_runs([a, b])
+    text = str(info.value)
+    assert "c2.nc: data variables ['quality', 'value'] differ from c1.nc's" in text
+    assert "only c1.nc has ['raw']" in text and "drop_vars('raw')" in text  # noqa: PT018
+    with pytest.raises(dl.SchemaError, match=r"only c1\.nc has \['raw'\]"):
+        dl.open_runs([b, a])  # whichever comes first in time
+    # the same variables join as before, 'raw' included
+    both = dl.open_runs([a, dl.save(c2, tmp_path / "c3.nc")]).load()
+    np.testing.assert_array_equal(both["raw"].values, [[1.0, 2.0, 3.0, 4.0]])
+    dl.validate(both)
+
+
+NOT_A_PATH: Any = None  # what a caller may pass despite the annotations
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda: dl.open_runs(cast(Any, b"/p.nc")), r"a str or pathlib\.Path; got bytes b'/p\.nc'\. Decode"),
+        (lambda: dl.open_runs(NOT_A_PATH), r"a glob pattern \(str\) or an iterable of paths; got NoneType"),
+        (lambda: dl.open_runs(cast(Any, 5)), r"an iterable of paths; got int \(5\)"),
+        (lambda: dl.open_runs(["a.nc", NOT_A_PATH]), r"path #1 must be a str or pathlib\.Path; got NoneType"),
+        (lambda: dl.save(_rich(), NOT_A_PATH), r"save's path must be a str or pathlib\.Path; got NoneType"),
+        (lambda: dl.open_run(NOT_A_PATH), r"open_run's path must be a str or pathlib\.Path; got NoneType"),
+        (lambda: dl.open_run(cast(Any, b"r.nc")), r"open_run.s path must be a str .*; got bytes"),
+        (lambda: detect_format(cast(Any, 3.5)), r"detect_format.s path must be a str .*; got float"),
+    ],
+    ids=["open_runs-bytes", "open_runs-None", "open_runs-int", "open_runs-None-item", "save-None",
+         "open_run-None", "open_run-bytes", "detect_format-float"],
+)
+def test_paths_of_the_wrong_type_are_configuration_errors(call: Callable[[], object], pattern: str) -> None:
+    with pytest.raises(dl.ConfigurationError, match=pattern):
+        call()
+
+
+def test_paths_the_os_refuses_are_storage_errors(tmp_path: Path) -> None:
+    run = _rich(n=8)
+    with pytest.raises(dl.StorageError, match=r"cannot write .*\(\d+ characters\): File name too long; "
+                                              r"a file name may have at most 255 bytes"):
+        dl.save(run, tmp_path / ("x" * 300 + ".nc"))
+    with pytest.raises(dl.StorageError, match=r"cannot open .*\(5000 characters\): File name too long"):
+        dl.open_run("x" * 5000)
+    with pytest.raises(dl.StorageError, match="File name too long"):
+        detect_format(tmp_path / ("x" * 300))
+    with pytest.raises(dl.StorageError, match="File name too long"):
+        dl.open_runs([tmp_path / ("x" * 300 + ".nc")])
+    # a final name just within the limit is written: the temporary name is shortened to fit
+    for i, fmt in enumerate(FORMATS):
+        name = f"{i}" + "é" * 124 + SUFFIX[fmt]  # 1 + 248 + 3..4 bytes, at most 255
+        path = dl.save(run, tmp_path / name, fmt)
+        assert len(path.name.encode()) <= 255
+        xr.testing.assert_identical(dl.open_run(path), run)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("engine", ["daqlab-csv", "daqlab-seed", "daqlab"])
+def test_xarray_engines_on_a_missing_file_or_a_folder_raise_storage_errors(
+        tmp_path: Path, engine: str) -> None:
+    with pytest.raises(dl.StorageError, match=r"missing\.csv does not exist; check the path"):
+        xr.open_dataset(tmp_path / "missing.csv", engine=engine)
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    with pytest.raises(dl.DaqlabError, match=r"folder\.csv is a folder"):
+        xr.open_dataset(folder, engine=engine)
+    stream = io.BytesIO(b"timestamp_ms,value,channel,quality\n")
+    with pytest.raises(dl.ConfigurationError, match=r"engines open paths .*; got BytesIO"):
+        xr.open_dataset(stream, engine=engine)

@@ -236,6 +236,40 @@ def test_equal_timestamps_are_allowed() -> None:
 
 
 @pytest.mark.parametrize(
+    "times",
+    [
+        ["1677-09-22", "2000-01-01"],  # the step overflows int64 nanoseconds
+        ["1677-09-21T00:12:43.145224193", "2262-04-11T23:47:16.854775807"],  # first and last
+        ["1677-09-22", "1677-09-22", "2262-04-10", "2262-04-10"],
+    ],
+    ids=["overflowing-step", "whole-range", "with-ties"],
+)
+def test_times_far_apart_are_non_decreasing(times: list[str]) -> None:
+    run = dl.make_run(np.zeros((1, len(times))), ["a"], sample_rate=1.0, times=times)
+    np.testing.assert_array_equal(run["time"].values, np.array(times, dtype="datetime64[ns]"))
+    dl.validate(run)
+    with pytest.raises(dl.ShapeError, match=r"sample 1 \(1677-09-22.*is before sample 0 \(2262"):
+        dl.make_run(np.zeros((1, 2)), ["a"], sample_rate=1.0, times=["2262-04-10", "1677-09-22"])
+    backwards = run.assign_coords(time=run["time"].values[::-1])
+    with pytest.raises(dl.SchemaError, match=r"'time' must be non-decreasing; it steps back"):
+        dl.validate(backwards)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        np.array(["2024-01-01", "3000-01-01"], dtype="datetime64[D]"),
+        np.array(["1000-01-01", "2024-01-01"], dtype="datetime64[s]"),
+        ["2024-01-01", "3000-01-01"],
+    ],
+    ids=["days-after-2262", "seconds-before-1677", "iso-after-2262"],
+)
+def test_times_outside_the_nanosecond_range_are_refused_not_wrapped(times: Any) -> None:
+    with pytest.raises(dl.ShapeError, match=r"1677-09-21T00:12:43\.145224193 to 2262-04-11"):
+        dl.make_run(np.zeros((1, 2)), ["a"], sample_rate=1.0, times=times)
+
+
+@pytest.mark.parametrize(
     ("times", "pattern"),
     [
         (np.array(["2024-01-01T00:00:02", "2024-01-01T00:00:01", "2024-01-01T00:00:03"],

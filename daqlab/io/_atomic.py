@@ -10,14 +10,75 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from daqlab.errors import StorageError
+from daqlab.errors import ConfigurationError, StorageError
 
-__all__ = ["atomic_path", "ensure_space", "fsync_dir", "fsync_path", "temp_name"]
+__all__ = ["as_path", "atomic_path", "ensure_space", "fsync_dir", "fsync_path", "path_error",
+           "probe", "temp_name"]
+
+
+def _shown(path: object) -> str:
+    """``path`` for a message: very long paths are cut, keeping both ends."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    text = text if isinstance(text, str) else repr(text)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
+def as_path(value: object, what: str) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a Path; anything else is a ConfigurationError."""
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if isinstance(text, str):
+            if "\0" in text:
+                raise ConfigurationError(
+                    f"{what} {_shown(text)!r} contains a NUL character, which no file name may hold; "
+                    "remove it."
+                )
+            return Path(text)
+        value = text
+    if isinstance(value, (bytes, bytearray)):
+        raise ConfigurationError(
+            f"{what} must be a str or pathlib.Path; got bytes {_shown(bytes(value))}. Decode it "
+            "first: os.fsdecode(path)."
+        )
+    raise ConfigurationError(
+        f"{what} must be a str or pathlib.Path; got {type(value).__name__} ({_shown(value)}). "
+        "Pass the file's path, e.g. 'run.nc' or Path('data') / 'run.nc'."
+    )
+
+
+def path_error(path: Path, exc: OSError, doing: str = "use") -> StorageError:
+    """A StorageError for an OSError met while looking at ``path`` (too long, no permission...)."""
+    hint = {
+        errno.ENAMETOOLONG: "a file name may have at most 255 bytes and a whole path about 4096; "
+                            "choose a shorter name",
+        errno.EACCES: "check the permissions of the folders on the way",
+        errno.ENOTDIR: "a part of the path that should be a folder is a file; fix the path",
+        errno.ELOOP: "the path has a symbolic link loop; fix the links",
+    }.get(exc.errno or 0, "check the path")
+    return StorageError(exc.errno or errno.EIO,
+                        f"cannot {doing} {_shown(path)}: {exc.strerror or exc}; {hint}.")
+
+
+def probe(path: Path, check: str = "exists", doing: str = "use") -> bool:
+    """``path.exists()`` / ``is_dir()`` / ``is_file()``, an OS error being a StorageError."""
+    try:
+        return bool(getattr(path, check)())
+    except OSError as exc:
+        raise path_error(path, exc, doing) from exc
 
 
 def temp_name(path: Path) -> Path:
     """A hidden sibling of ``path`` (temporary names start with ``.``)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # a temporary name must fit wherever the final one does (255 bytes on common file
+    # systems), so a long final name is shortened in it; it stays unique by the token
+    limit = _NAME_MAX - len(".") - len(".12345678.tmp")
+    name = path.name[:limit]
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
+
+
+_NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
 
 def fsync_path(path: Path) -> None:
@@ -64,14 +125,14 @@ def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0)
     final name. ``expected_bytes`` (an upper estimate of the file's size) is
     checked against the free space first, see :func:`ensure_space`.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
+    path = as_path(path, "the path to write")
+    if probe(path, "exists", "write") and not overwrite:
         raise StorageError(
             errno.EEXIST,
             f"{path} exists already; daqlab does not write over a run by default. "
             "Choose another name, or pass overwrite=True to replace it.",
         )
-    if not path.parent.is_dir():
+    if not probe(path.parent, "is_dir", "write into"):
         raise StorageError(
             errno.ENOENT,
             f"folder {path.parent} does not exist; create it first (Path.mkdir(parents=True)).",
@@ -91,5 +152,5 @@ def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0)
             "Nothing was written under that name; free space or fix permissions, then retry."
         ) from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone already (renamed), or never created
             tmp.unlink()

@@ -10,14 +10,17 @@ The CSV and seed engines also answer xarray's ``guess_can_open``, so
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
+from daqlab.errors import ConfigurationError, DaqlabError, StorageError
+from daqlab.io._atomic import path_error, probe
 from daqlab.io._csv import open_csv, sniff_csv
 from daqlab.io._open import open_run
 from daqlab.io._seed import is_seed_file, open_seed
@@ -44,7 +47,10 @@ class _DaqlabEntrypoint(BackendEntrypoint):
                      **kwargs: Any) -> xr.Dataset:
         path = _path(filename_or_obj)
         if path is None:
-            raise TypeError(f"daqlab's xarray engines open paths; got {type(filename_or_obj).__name__}.")
+            raise ConfigurationError(
+                f"daqlab's xarray engines open paths (str or pathlib.Path); got "
+                f"{type(filename_or_obj).__name__}. Pass the file's path, not an open file or bytes."
+            )
         ds = self.opener(path)
         if drop_variables is not None:
             ds = ds.drop_vars(drop_variables, errors="ignore")
@@ -61,11 +67,36 @@ class DaqlabBackendEntrypoint(_DaqlabEntrypoint):
         return False  # only when asked for by name: NetCDF belongs to xarray's own engines
 
 
+def _open_file(path: Path, opener: Callable[[Path], xr.Dataset], what: str, engine: str) -> xr.Dataset:
+    """``opener(path)``; a missing path, a folder or an OS error is a StorageError."""
+    if not probe(path, "exists", "open"):
+        raise StorageError(errno.ENOENT, f"{path} does not exist; check the path (cwd is {Path.cwd()}).")
+    if probe(path, "is_dir", "open"):
+        raise StorageError(
+            errno.EISDIR, f"{path} is a folder, not {what}; engine={engine!r} opens one file "
+            "(a recording folder opens with engine='daqlab' or daqlab.open_run)."
+        )
+    try:
+        return opener(path)
+    except DaqlabError:
+        raise
+    except OSError as exc:
+        raise path_error(path, exc, "read") from exc
+
+
+def _open_csv_file(path: Path) -> xr.Dataset:
+    return _open_file(path, open_csv, "a CSV file", "daqlab-csv")
+
+
+def _open_seed_file(path: Path) -> xr.Dataset:
+    return _open_file(path, open_seed, "an HDF5 file", "daqlab-seed")
+
+
 class DaqlabCsvBackendEntrypoint(_DaqlabEntrypoint):
     """daqlab's CSV layouts."""
 
     description = "daqlab CSV runs (long form timestamp_ms,value,channel,quality and wide form)"
-    opener = staticmethod(open_csv)
+    opener = staticmethod(_open_csv_file)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         path = _path(filename_or_obj)
@@ -82,7 +113,7 @@ class DaqlabSeedBackendEntrypoint(_DaqlabEntrypoint):
     """The seed's HDF5 layout (``/data/<channel>/timestamps|values``, ``/metadata``)."""
 
     description = "HDF5 files in the seed's /data/<channel>/timestamps|values layout"
-    opener = staticmethod(open_seed)
+    opener = staticmethod(_open_seed_file)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         path = _path(filename_or_obj)

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from daqlab.errors import FormatError, SchemaError, StorageError
+from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
+from daqlab.io._atomic import as_path, path_error, probe
 from daqlab.io._csv import open_csv, save_csv, sniff_csv
 from daqlab.io._netcdf import open_netcdf, save_netcdf
-from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording
+from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
 from daqlab.io._seed import is_seed_file, open_seed, save_seed
 from daqlab.run import channels_of, check_chunks, coords_in_memory
 
@@ -54,7 +55,7 @@ def save(
     leaves a half-written file under ``path``; an existing file is kept unless
     ``overwrite=True``. ``compression`` applies to NetCDF (zlib + shuffle).
     """
-    p = Path(path)
+    p = as_path(path, "save's path")
     fmt = format_for(p, format)
     if fmt == "netcdf":
         return save_netcdf(run, p, overwrite=overwrite, compression=compression)
@@ -65,7 +66,16 @@ def save(
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format of a saved run by its contents: one of :data:`FORMATS` or ``"recording"``."""
-    p = Path(path)
+    p = as_path(path, "detect_format's path")
+    try:
+        return _detect(p)
+    except DaqlabError:
+        raise
+    except OSError as exc:
+        raise path_error(p, exc, "read") from exc
+
+
+def _detect(p: Path) -> str:
     if is_recording(p):
         return "recording"
     if not p.exists():
@@ -94,27 +104,57 @@ def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     ``chunks`` (as in xarray: ``{}`` for the file's own chunks, ``"auto"``, a number of
     samples, or e.g. ``{"time": 1_000_000}``) gives a lazy dask-backed run. A recording
     folder, or the final name of a recording whose process died before it finished, opens
-    as the run recorded so far.
+    as the run recorded so far; one that its recorder consolidates while it is being
+    opened opens as the final file.
     """
-    p = Path(path)
+    p = as_path(path, "open_run's path")
     chunks = check_chunks(chunks)
-    if not p.exists():
-        recording = p.with_suffix(RECORDING_SUFFIX)
-        if is_recording(recording):  # the recorder was killed before it wrote the final file
-            return open_recording(recording, chunks)
-    fmt = detect_format(p)
-    opener = {"recording": open_recording, "netcdf": open_netcdf, "seed-hdf5": open_seed}.get(
-        fmt, open_csv)
-    return coords_in_memory(opener(p, chunks))
+    try:
+        return coords_in_memory(_open(p, chunks))
+    except DaqlabError:
+        raise
+    except OSError as exc:  # a path the OS refuses (too long, no permission...)
+        raise path_error(p, exc, "open") from exc
 
 
-def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
-    if isinstance(paths_or_glob, (str, os.PathLike)):
-        text = os.fspath(paths_or_glob)
+def _open(p: Path, chunks: Any) -> xr.Dataset:
+    if not probe(p, "exists", "open"):
+        recording = p.with_suffix(RECORDING_SUFFIX) if p.name not in ("", ".", "..") else p
+        if recording != p and is_recording(recording):
+            # the recorder has not written the final file (yet: it may be consolidating now,
+            # or it was killed before); should the folder vanish while it is read, the
+            # final file is complete and is opened instead
+            return open_recording_or_final(recording, p, chunks, _open_file)
+    fmt = _detect(p)
+    if fmt == "recording":
+        return open_recording_or_final(p, None, chunks, _open_file)
+    return _open_file(p, chunks, fmt)
+
+
+def _open_file(p: Path, chunks: Any, fmt: str | None = None) -> xr.Dataset:
+    """A run file (not a recording folder) of format ``fmt``, detected when ``None``."""
+    fmt = _detect(p) if fmt is None else fmt
+    if fmt == "recording":
+        raise FormatError(f"{p} is a recording folder where a run file was expected.")
+    opener = {"netcdf": open_netcdf, "seed-hdf5": open_seed}.get(fmt, open_csv)
+    return opener(p, chunks)
+
+
+def _expand(paths_or_glob: object) -> list[Path]:
+    what = "open_runs' paths_or_glob"
+    if isinstance(paths_or_glob, (str, os.PathLike, bytes, bytearray)):
+        p = as_path(paths_or_glob, what)
+        text = str(p)
         if any(ch in text for ch in "*?["):
-            return [Path(p) for p in sorted(glob.glob(text))]
-        return [Path(text)]
-    return [Path(p) for p in paths_or_glob]
+            return [Path(q) for q in sorted(glob.glob(text))]
+        return [p]
+    if not isinstance(paths_or_glob, Iterable):
+        raise ConfigurationError(
+            f"{what} must be a path, a glob pattern (str) or an iterable of paths; got "
+            f"{type(paths_or_glob).__name__} ({paths_or_glob!r:.80}). Pass e.g. 'runs/*.nc' or "
+            "['a.nc', 'b.nc']."
+        )
+    return [as_path(q, f"open_runs' path #{i}") for i, q in enumerate(paths_or_glob)]
 
 
 def open_runs(
@@ -127,8 +167,8 @@ def open_runs(
     must not overlap in time. The result has a new id, the first run's other
     attributes, and ``metadata["sources"]`` listing each file and its run id.
     """
-    chunks = check_chunks(chunks)
     paths = _expand(paths_or_glob)
+    chunks = check_chunks(chunks)
     if not paths:
         raise StorageError(2, f"no files match {paths_or_glob!r}.")
     runs = [open_run(p, chunks={} if chunks is None else chunks) for p in paths]
@@ -148,6 +188,7 @@ def open_runs(
             problems.append(f"{p.name}: sample_rate {r.attrs['sample_rate']} != {first.attrs['sample_rate']}")
         if r.attrs["calibrated"] != first.attrs["calibrated"]:
             problems.append(f"{p.name}: calibrated={r.attrs['calibrated']} unlike {paths[0].name}")
+        problems.extend(_variable_problems(paths[0], first, p, r))
     for (pa, a), (pb, b) in zip(zip(paths, runs, strict=True), zip(paths[1:], runs[1:], strict=True),
                                 strict=False):
         if a.sizes["time"] and b.sizes["time"] and b["time"].values[0] < a["time"].values[-1]:
@@ -164,3 +205,31 @@ def open_runs(
                                      zip(paths, runs, strict=True)]}
     combined.attrs = attrs
     return combined
+
+
+def _variable_problems(pa: Path, a: xr.Dataset, pb: Path, b: xr.Dataset) -> list[str]:
+    """How the data variables of ``b`` differ from ``a``'s (names, dims, dtypes).
+
+    Joining runs whose variables differ would fill the missing ones with NaN (or cast
+    them) without a word: samples silently lost.
+    """
+    problems = []
+    only_a = sorted(set(a.data_vars) - set(b.data_vars), key=str)
+    only_b = sorted(set(b.data_vars) - set(a.data_vars), key=str)
+    if only_a or only_b:
+        have = " and ".join(
+            f"only {name} has {vs}" for name, vs in ((pa.name, only_a), (pb.name, only_b)) if vs)
+        problems.append(
+            f"{pb.name}: data variables {sorted(map(str, b.data_vars))} differ from {pa.name}'s "
+            f"{sorted(map(str, a.data_vars))} ({have}); joining them would fill the missing "
+            "ones with NaN. Open the files with the same variables, or drop the extra ones "
+            "before saving (e.g. run.drop_vars('raw'))."
+        )
+    for name in sorted(set(a.data_vars) & set(b.data_vars), key=str):
+        va, vb = a[name], b[name]
+        if va.dims != vb.dims or va.dtype != vb.dtype:
+            problems.append(
+                f"{pb.name}: data variable {name!r} has dims {vb.dims} and dtype {vb.dtype}, "
+                f"but in {pa.name} dims {va.dims} and dtype {va.dtype}."
+            )
+    return problems

@@ -16,6 +16,7 @@ sample count and the time axis stay honest and the loss is visible.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,12 +35,12 @@ from daqlab._version import __version__
 from daqlab.buffer import Block, RingBuffer
 from daqlab.errors import FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
-from daqlab.io._atomic import ensure_space, fsync_dir, fsync_path, temp_name
+from daqlab.io._atomic import as_path, ensure_space, fsync_dir, fsync_path, probe, temp_name
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, assemble_run, check_chunks, flag_quality, validate
 
-__all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording"]
+__all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording", "open_recording_or_final"]
 
 RECORDING_SUFFIX = ".daqrec"
 _MANIFEST = "run.json"
@@ -63,9 +64,10 @@ def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
             tmp.unlink()
 
 
-def _manifest(buffer: RingBuffer, attrs: dict[str, Any]) -> dict[str, Any]:
+def _manifest(buffer: RingBuffer, attrs: dict[str, Any], final_name: str) -> dict[str, Any]:
     return {
         "format": "daqlab-recording",
+        "final_name": final_name,  # the run file beside the folder that close() writes
         "schema_version": SCHEMA_VERSION,
         "daqlab_version": __version__,
         "attrs": attrs,
@@ -118,10 +120,10 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.buffer = buffer
-        self.path = Path(path)
+        self.path = as_path(path, "the recorder's path")
         self.folder = self.path.with_suffix(RECORDING_SUFFIX)
         for p in (self.path, self.folder):
-            if p.exists():
+            if probe(p, "exists", "record into"):
                 raise StorageError(
                     17, f"{p} exists already; a recorder never writes over a run. "
                     "Choose another name or output folder."
@@ -155,7 +157,7 @@ class Recorder:
         self._flush_requested = False
         try:
             self.folder.mkdir(parents=True)
-            text = json.dumps(_manifest(buffer, self._attrs), allow_nan=True)
+            text = json.dumps(_manifest(buffer, self._attrs, self.path.name), allow_nan=True)
             _write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
         except OSError as exc:
             raise StorageError(exc.errno or 5, f"cannot start recording into {self.folder}: {exc}") from exc
@@ -303,7 +305,7 @@ class Recorder:
         """What is durable so far, as a run: the folder while recording, the file after."""
         chunks = check_chunks(chunks)
         if is_recording(self.folder):
-            return open_recording(self.folder, chunks)
+            return open_recording_or_final(self.folder, self.path, chunks, open_netcdf)
         return open_netcdf(self.path, chunks)
 
     def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
@@ -329,9 +331,57 @@ def _segments(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("seg-*.h5") if not p.name.startswith("."))
 
 
-def _load(path: Path, name: str) -> NDArray[Any]:
-    with h5py.File(path, "r") as f:
-        return np.asarray(f[name][...])
+def final_path_of(folder: Path, manifest: dict[str, Any] | None = None) -> Path:
+    """The run file that consolidating the recording ``folder`` writes (beside it)."""
+    name = manifest.get("final_name") if manifest is not None else None
+    if isinstance(name, str) and name and Path(name).name == name:
+        return folder.with_name(name)
+    return folder.with_suffix(".nc")  # recordings from before "final_name" was kept
+
+
+def _consolidated(folder: Path, final: Path) -> bool:
+    """Whether ``folder`` is gone because :meth:`Recorder.close` turned it into ``final``."""
+    try:
+        return not is_recording(folder) and final.is_file()
+    except OSError:
+        return False
+
+
+class _Consolidated(StorageError):
+    """The recording was consolidated into ``final`` while it was read (a StorageError)."""
+
+    def __init__(self, folder: Path, final: Path) -> None:
+        super().__init__(
+            errno.ENOENT,
+            f"recording {folder} was finished and consolidated into {final} while it was being "
+            f"read, so its segments are gone; nothing is lost: open the complete run with "
+            f"daqlab.open_run({str(final)!r}).",
+        )
+        self.folder, self.final = folder, final
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, for dask.distributed workers
+        return (_Consolidated, (self.folder, self.final))
+
+
+def _consolidated_error(folder: Path, final: Path) -> StorageError:
+    return _Consolidated(folder, final)
+
+
+def _load(path: Path, name: str, final: Path) -> NDArray[Any]:
+    """One variable of one segment; a vanished or damaged segment is a DaqlabError."""
+    try:
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[name][...])
+    except (OSError, KeyError) as exc:
+        folder = path.parent
+        if _consolidated(folder, final):
+            raise _consolidated_error(folder, final) from exc
+        if isinstance(exc, FileNotFoundError) or not path.exists():
+            raise StorageError(
+                errno.ENOENT, f"segment {path.name} of recording {folder} vanished while it was "
+                f"being read ({exc}); the folder was moved or deleted. Open the run again."
+            ) from exc
+        raise FormatError(f"segment {path} of recording {folder} is unreadable: {exc}") from exc
 
 
 def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
@@ -339,36 +389,80 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
 
     Only complete segments count; hidden temporary files are ignored. With
     ``chunks`` not ``None`` the values stay on disk (one dask chunk per segment).
+    A recording that :meth:`Recorder.close` consolidates while it is read (or,
+    lazily, before it is loaded) raises :class:`~daqlab.StorageError` naming the
+    final file to open instead; :func:`daqlab.open_run` opens that file itself.
     """
-    folder = Path(path)
+    return _open_recording(Path(path), chunks, None)
+
+
+def open_recording_or_final(
+    folder: Path, final: Path | None, chunks: Any, open_final: Callable[[Path, Any], xr.Dataset],
+) -> xr.Dataset:
+    """The recording in ``folder``; if it is consolidated meanwhile, ``open_final(final, chunks)``.
+
+    The recorder writes the final file completely before it removes the folder, so a
+    read that failed because the folder vanished finds the whole run in ``final``
+    (``None``: the file the recording's manifest names).
+    """
+    try:
+        return _open_recording(folder, chunks, final)
+    except _Consolidated as exc:
+        return open_final(exc.final, chunks)
+
+
+def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset:
+    """Read ``folder``; ``final`` is its run file (``None``: as its manifest says)."""
     try:
         manifest = json.loads((folder / _MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        guess = final or final_path_of(folder)
+        if _consolidated(folder, guess):
+            raise _consolidated_error(folder, guess) from exc
+        if isinstance(exc, FileNotFoundError) and not folder.exists():
+            raise StorageError(
+                errno.ENOENT, f"recording folder {folder} does not exist; check the path. A "
+                "recording that was closed lives on in the run file its Recorder was given "
+                f"(by default {guess.name} beside it): open that with daqlab.open_run."
+            ) from exc
         raise FormatError(f"{folder} is not a readable daqlab recording: {exc}") from exc
-    if manifest.get("format") != "daqlab-recording":
+    if not isinstance(manifest, dict) or manifest.get("format") != "daqlab-recording":
         raise FormatError(f"{folder}/{_MANIFEST} does not describe a daqlab recording.")
     if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
         raise FormatError(
             f"{folder} was recorded with run schema version {manifest['schema_version']}; "
             f"this daqlab ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade daqlab."
         )
-    channels = _channels_from(manifest)
+    final = final or final_path_of(folder, manifest)
+    try:
+        channels = _channels_from(manifest)
+    except (KeyError, TypeError, ValueError) as exc:  # ChannelError etc. are ValueErrors
+        raise FormatError(f"{folder}/{_MANIFEST} is damaged: its channels cannot be read ({exc!r}).") from exc
     c = len(channels)
+    try:
+        listed = _segments(folder)
+    except OSError as exc:  # the folder vanished while it was listed
+        if _consolidated(folder, final):
+            raise _consolidated_error(folder, final) from exc
+        raise StorageError(exc.errno or errno.EIO, f"cannot list the segments of recording "
+                           f"{folder}: {exc}. Check that the folder is there and readable.") from exc
     segs = []
-    for seg in _segments(folder):
+    for seg in listed:
         try:
             with h5py.File(seg, "r") as f:
                 n = f["time"].shape[0]
                 times = np.asarray(f["time"][...])
         except (OSError, KeyError) as exc:
+            if _consolidated(folder, final):
+                raise _consolidated_error(folder, final) from exc
             raise FormatError(f"segment {seg} of recording {folder} is unreadable: {exc}") from exc
         segs.append((seg, n, times))
     times = (np.concatenate([s[2] for s in segs]) if segs else np.empty(0, np.int64)).view(
         "datetime64[ns]")
     if chunks is None:
-        value: Any = (np.concatenate([_load(s[0], "value") for s in segs], axis=1)
+        value: Any = (np.concatenate([_load(s[0], "value", final) for s in segs], axis=1)
                       if segs else np.empty((c, 0)))
-        quality: Any = (np.concatenate([_load(s[0], "quality") for s in segs], axis=1)
+        quality: Any = (np.concatenate([_load(s[0], "quality", final) for s in segs], axis=1)
                         if segs else np.empty((c, 0), np.int8))
     else:
         import dask.array as da  # lazily: dask.array costs ~0.5 s to import
@@ -376,7 +470,7 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
 
         def lazy(name: str, dtype: type) -> Any:
             parts = [
-                da.from_delayed(delayed(_load)(s[0], name), (c, s[1]), dtype=dtype)  # type: ignore[no-untyped-call]
+                da.from_delayed(delayed(_load)(s[0], name, final), (c, s[1]), dtype=dtype)  # type: ignore[no-untyped-call]
                 for s in segs
             ]
             if not parts:
@@ -384,7 +478,20 @@ def open_recording(path: str | os.PathLike[str], chunks: Any = None) -> xr.Datas
             return da.concatenate(parts, axis=1)  # type: ignore[no-untyped-call]
 
         value, quality = lazy("value", np.float64), lazy("quality", np.int8)
-    attrs = dict(manifest["attrs"])
+    # Listing a folder that is being renamed away and deleted can miss segments without
+    # any read failing; every segment was read by its path, so if the folder is still in
+    # place now, it was in place for the listing too, and the listing was complete.
+    if not is_recording(folder):
+        if _consolidated(folder, final):
+            raise _consolidated_error(folder, final)
+        raise StorageError(
+            errno.ENOENT, f"recording {folder} vanished while it was being read (moved or "
+            "deleted); nothing was returned from it. Check where it went and open that."
+        )
+    attrs = manifest.get("attrs")
+    if not isinstance(attrs, dict):
+        raise FormatError(f"{folder}/{_MANIFEST} is damaged: it has no 'attrs' object.")
+    attrs = dict(attrs)
     attrs.setdefault("metadata", {})
     run = assemble_run(value, quality, times, channels, attrs)
     return validate(run, check_data=False)
