@@ -660,3 +660,103 @@ def test_damaged_files_raise_format_errors_only(tmp_path: Path) -> None:
             except Exception as exc:  # collected and reported below
                 others.append(f"trial {trial} chunks={chunks}: {type(exc).__name__}: {exc}")
     assert not others, "\n".join(others[:10])
+
+
+# --------------------------------------------------------------------------- time spans, dates
+
+
+def test_a_long_run_with_nanosecond_times_is_refused_not_rounded(tmp_path: Path) -> None:
+    # two 3 Hz runs half a year apart (open_runs makes such runs): float64 counts cannot hold
+    # 1/3 s steps exactly over 182 days; the save says so instead of rounding to microseconds
+    jan = dl.make_run(np.zeros((1, 4)), ["a"], sample_rate=3.0, start="2024-01-01")
+    jul = dl.make_run(np.ones((1, 4)), ["a"], sample_rate=3.0, start="2024-07-01")
+    both = dl.open_runs([dl.save(jan, tmp_path / "jan.nc"), dl.save(jul, tmp_path / "jul.nc")])
+    with pytest.raises(dl.FormatError, match=r"cannot write both\.nc as NetCDF: its times span 182 days "
+                       r"and sample 1 \(2024-01-01T00:00:00\.333333333\) is not a whole microsecond .*"
+                       r"save it as CSV .*round its times to microseconds"):
+        dl.save(both, tmp_path / "both.nc")
+    assert not (tmp_path / "both.nc").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jan.nc", "jul.nc"]
+    # rounded as the message says, or saved as CSV, it is kept exactly
+    rounded = both.assign_coords(time=both.time.dt.round("us")).load()
+    xr.testing.assert_identical(dl.open_run(dl.save(rounded, tmp_path / "both.nc")), rounded)
+    xr.testing.assert_identical(dl.open_run(dl.save(both, tmp_path / "both.csv")), both.load())
+
+
+@pytest.mark.parametrize("times", [
+    ["2024-01-01T00:00:00.000001", "2024-07-01T00:00:00.123456"],  # > 104 days, whole microseconds
+    ["1900-01-01", "1950-06-01T12:00:00.000001", "2100-01-01"],  # 200 years
+    ["1700-01-01", "1984-12-31T23:59:59.999999"],  # 285 years
+], ids=["half-year", "two-centuries", "285-years"])
+def test_long_spans_of_whole_microseconds_round_trip_exactly(tmp_path: Path, times: list[str]) -> None:
+    run = dl.make_run(np.arange(len(times), dtype=float)[None], ["a"], sample_rate=1.0, times=times)
+    back = dl.open_run(dl.save(run, tmp_path / "long.nc"))
+    xr.testing.assert_identical(back, run)
+    xr.testing.assert_identical(dl.open_run(tmp_path / "long.nc", chunks={}).load(), run)
+
+
+def test_a_span_beyond_285_years_is_refused(tmp_path: Path) -> None:
+    # the whole of datetime64[ns]: no float64 count of microseconds holds it exactly
+    run = dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0, times=["1677-09-22", "2262-04-10"])
+    with pytest.raises(dl.FormatError, match=r"cannot write all\.nc as NetCDF: its times span 585 "
+                       r"years; .* exact to the microsecond for spans up to 285 years\. Split the run"):
+        dl.save(run, tmp_path / "all.nc")
+    assert list(tmp_path.iterdir()) == []
+    xr.testing.assert_identical(dl.open_run(dl.save(run, tmp_path / "all.csv")), run)
+
+
+@pytest.mark.parametrize("date", ["1700-01-01T00:00:00.000001", "2200-01-01", "2262-01-01T08:30:15.5"])
+def test_calibration_dates_far_from_1970_round_trip(tmp_path: Path, date: str) -> None:
+    ch = dl.Channel("t", "V", calibration=dl.Calibration(2.0, 0.0, cast(Any, date)))
+    run = dl.make_run([[1.0, 2.0]], [ch], sample_rate=1.0, start="2024-01-01")
+    xr.testing.assert_identical(dl.open_run(dl.save(run, tmp_path / "cal.nc")), run)
+
+
+# --------------------------------------------------------------------------- full disk, replaced files
+
+
+@pytest.mark.timeout(120)
+def test_metadata_bigger_than_the_free_space_is_refused_before_writing(tmp_path: Path) -> None:
+    # the samples are tiny, the metadata is not: HDF5 crashed the process (SIGSEGV) when it ran
+    # into the full disk writing the attributes, so the save runs in a child process here
+    import subprocess
+    import sys
+
+    from tests.test_crash import small_disk
+
+    with small_disk(tmp_path / "small", "2m") as disk:
+        (disk / "filler").write_bytes(bytes(max(0, _free(disk) - 1_300_000)))  # ~1.3 MB left
+        code = (
+            "import sys, numpy as np, daqlab as dl\n"
+            "run = dl.make_run(np.zeros((1, 10)), ['a'], sample_rate=1.0, start='2024-01-01',\n"
+            "                  metadata={'notes': 'x' * 1_500_000})\n"
+            "try:\n"
+            f"    dl.save(run, {str(disk / 'out.nc')!r})\n"
+            "except dl.StorageError as exc:\n"
+            "    print('StorageError', exc.errno, exc)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        refused = f"StorageError {errno.ENOSPC} [Errno {errno.ENOSPC}] could not write "
+        assert done.stdout.startswith(refused), done.stdout
+        assert "No space left on device" in done.stdout
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def _free(folder: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(folder).free
+
+
+def test_a_lazy_run_refuses_to_read_a_file_replaced_after_it_was_opened(tmp_path: Path) -> None:
+    ones = dl.make_run(np.ones((1, 10)), ["a"], sample_rate=1.0, start="2024-01-01")
+    path = dl.save(ones, tmp_path / "x.nc")
+    lazy = dl.open_run(path, chunks={})
+    dl.save(ones.assign(value=ones.value * 0), path, overwrite=True)
+    with pytest.raises(dl.FormatError, match=r"x\.nc was replaced or changed after this run was opened "
+                       r"lazily; its samples \('(value|quality)'\) are no longer the ones opened\. "
+                       r"Open it again\."):
+        lazy.load()
+    np.testing.assert_array_equal(dl.open_run(path, chunks={}).value.values, np.zeros((1, 10)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import zlib
 from collections.abc import Callable
@@ -142,19 +143,40 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
 
     int64 is not a CF-1.8 type, so time is a float64 count of nanoseconds since
     the first sample: exact for every whole number below 2**53 ns (104 days).
-    Longer runs use microseconds (exact to the microsecond for 285 years).
+    Longer runs use microseconds (exact to the microsecond for 285 years) when
+    every time is a whole microsecond after the first; a longer run with finer
+    times, or a span over 285 years, cannot be stored exactly and raises
+    ValueError (nothing is rounded).
     """
     t = times.view(np.int64)
     if t.size == 0:
         return np.empty(0), "nanoseconds since 1970-01-01T00:00:00"
     ref = np.datetime_as_string(times[0], unit="ns")
+    span = int(t[-1]) - int(t[0])  # Python ints: a span over 292 years overflows int64
+    if span >= 2**53 * 1000:
+        raise ValueError(
+            f"its times span {span / (365.2425 * 86400e9):,.0f} years; NetCDF stores time as float64 "
+            "counts (CF-1.8 has no int64), exact to the microsecond for spans up to 285 years. Split "
+            "the run into shorter parts"
+        )
     offsets = t - t[0]
-    if int(offsets[-1]) < 2**53:
+    if span < 2**53:
         return offsets.astype(np.float64), f"nanoseconds since {ref}"
-    return np.rint(offsets / 1000.0), f"microseconds since {ref}"
+    micro, rest = np.divmod(offsets, 1000)
+    if rest.any():
+        k = int(np.argmax(rest != 0))
+        raise ValueError(
+            f"its times span {span / 86400e9:,.0f} days and sample {k} ({times[k]}) is not a whole "
+            "microsecond after the first; NetCDF stores time as float64 counts (CF-1.8 has no int64), "
+            "exact to the nanosecond only for spans under 104 days. Split the run into parts shorter "
+            "than that, save it as CSV (exact to the nanosecond), or round its times to microseconds "
+            "(run.assign_coords(time=run.time.dt.round('us')))"
+        )
+    return micro.astype(np.float64), f"microseconds since {ref}"
 
 
-def _decode_time(values: NDArray[Any], units: str, calendar: str) -> NDArray[np.datetime64]:
+def _decode_time(values: NDArray[Any], units: str, calendar: str, name: str = "time"
+                 ) -> NDArray[np.datetime64]:
     """Inverse of :func:`_encode_time`; other CF units go through xarray's decoder."""
     m = _TIME_UNITS.fullmatch(units.strip())
     if m is None:
@@ -164,8 +186,12 @@ def _decode_time(values: NDArray[Any], units: str, calendar: str) -> NDArray[np.
     scale = 1000 if m.group(1) == "microseconds" else 1
     if np.size(values):
         lo, hi = float(np.min(values)), float(np.max(values))  # NaN comes out as NaN
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo * scale > -2.0**62 and hi * scale < 2.0**62):
-            raise FormatError(f"coordinate 'time' holds NaN, infinite or out-of-range counts "
+        # the counts and the times must fit int64 (NaT, its minimum, excluded); 2**12 covers the
+        # rounding of these float bounds
+        edge = 2.0**63 - 2.0**12
+        if not (np.isfinite(lo) and np.isfinite(hi) and -edge < lo * scale and hi * scale < edge
+                and -edge < lo * scale + t0 and hi * scale + t0 < edge):
+            raise FormatError(f"variable {name!r} holds NaN, infinite or out-of-range counts "
                               f"(from {lo} to {hi} {units}); the file is damaged.")
     counts = np.empty(np.shape(values), np.int64)  # one pass, no temporaries
     np.rint(values, out=counts, casting="unsafe")
@@ -256,14 +282,42 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _value_bytes(v: Any) -> int:
+    return int(v.nbytes) if isinstance(v, np.ndarray) else len(str(v).encode("utf-8", "replace"))
+
+
+def _attrs_bytes(attrs: dict[Any, Any]) -> int:
+    return sum(len(str(k)) + _value_bytes(v)
+               for k, v in attrs.items())
+
+
+def _disk_bytes(ds: xr.Dataset) -> int:
+    """An upper estimate of the file ``ds`` makes: its numbers, its text as the fixed-length char
+    arrays written, and its attributes (the metadata can outweigh a short run), twice for HDF5's
+    heaps. A write must never run into a full disk (see ``ensure_space``)."""
+    total = 2 * _attrs_bytes(ds.attrs)
+    for v in ds.variables.values():
+        total += 2 * _attrs_bytes(v.attrs)
+        if v.dtype.kind in "OSU":
+            texts = [str(x).encode("utf-8", "replace") for x in np.ravel(v.values)]
+            total += v.size * max([len(t) for t in texts] + [1])
+        else:
+            total += v.size * v.dtype.itemsize
+    return total
+
+
 def save_netcdf(
     run: xr.Dataset, path: Path, *, overwrite: bool = False, compression: bool = False
 ) -> Path:
     """Write ``run`` as CF-1.8 NetCDF4 through h5netcdf, atomically, and check it."""
     validate(run, check_data=False)
-    ds, encoding = _cf_dataset(run, compression)
-    nbytes = sum(v.size * v.dtype.itemsize for v in ds.variables.values())
-    with atomic_path(path, overwrite=overwrite, expected_bytes=nbytes) as tmp:
+    try:
+        ds, encoding = _cf_dataset(run, compression)
+    except DaqlabError:
+        raise
+    except ValueError as exc:
+        raise FormatError(f"cannot write {path.name} as NetCDF: {exc}.") from None
+    with atomic_path(path, overwrite=overwrite, expected_bytes=_disk_bytes(ds)) as tmp:
         try:
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         except (TypeError, ValueError) as exc:  # h5netcdf/xarray refusing a value
@@ -314,14 +368,23 @@ class _H5Variable:
     variable's name (xarray's CachingFileManager), so dask.distributed workers read it too.
     """
 
-    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+                 identity: tuple[int, int, int]) -> None:
         self.path, self.file = path, xr.backends.CachingFileManager(h5py.File, str(path), mode="r")
         self.name, self.shape, self.dtype, self.ndim = name, shape, dtype, len(shape)
+        self.identity = identity  # (inode, size, mtime in ns) of the file opened
 
     def __getitem__(self, key: Any) -> NDArray[Any]:
         try:
             with self.file.acquire_context() as f:
+                st = os.fstat(f.id.get_vfd_handle())  # the file read, whatever the path names now
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                    raise FormatError(
+                        f"{self.path} was replaced or changed after this run was opened lazily; its "
+                        f"samples ({self.name!r}) are no longer the ones opened. Open it again.")
                 out: NDArray[Any] = f[self.name][key]
+        except DaqlabError:
+            raise
         except (OSError, KeyError, RuntimeError, ValueError) as exc:  # truncated, damaged, replaced
             raise FormatError(f"{self.path}: reading {self.name!r} failed ({type(exc).__name__}: "
                               f"{exc}); the file was damaged or changed after it was opened.") from exc
@@ -349,7 +412,8 @@ def _lazy_samples(path: Path, name: str, var: xr.Variable, chunks: dict[str, Any
     # the same file, variable and chunks: the same dask keys (anything else must differ)
     token = dask.base.tokenize(str(path), st.st_ino, st.st_size, st.st_mtime_ns, name, asked)
     data = dask.array.from_array(  # type: ignore[no-untyped-call]
-        _H5Variable(path, name, var.shape, var.dtype), chunks=asked, name=f"daqlab-read-{name}-{token}",
+        _H5Variable(path, name, var.shape, var.dtype, (st.st_ino, st.st_size, st.st_mtime_ns)),
+        chunks=asked, name=f"daqlab-read-{name}-{token}",
         lock=False, asarray=True, meta=np.empty((0,) * var.ndim, var.dtype))
     return var.copy(deep=False, data=data)
 
@@ -376,7 +440,7 @@ def _cal_date_variable(cal: xr.Variable) -> xr.Variable:
     raw = np.asarray(cal.values, dtype=np.float64)
     dates = np.full(raw.shape, np.datetime64("NaT", "ns"))
     ok = np.isfinite(raw)
-    dates[ok] = _decode_time(raw[ok], units, calendar)
+    dates[ok] = _decode_time(raw[ok], units, calendar, "cal_date")
     return xr.Variable("channel", dates, attrs)
 
 
