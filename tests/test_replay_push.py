@@ -373,6 +373,19 @@ def test_times_going_backwards_raise() -> None:
     assert block.values.tolist() == [[1.0, 2.0, 5.0]]
 
 
+def test_times_far_apart_are_taken_in_order() -> None:
+    # 1700 -> 2200: the step overflows int64; the order check compares, never subtracts
+    src = Push(["x"], 1000.0)
+    src.start()
+    times = np.array(["1700-01-01", "2200-01-01"], dtype="datetime64[ns]")
+    src.feed([[1.0, 2.0]], times=times)
+    with pytest.raises(dl.ShapeError, match="non-decreasing"):
+        src.feed([[1.0, 2.0]], times=times[::-1])
+    block = src.read(timeout=0.0)
+    assert block is not None
+    np.testing.assert_array_equal(block.times, times)
+
+
 def test_untimed_feeds_after_timed_ones_never_kill_acquisition(tmp_path: Path) -> None:
     """A driver that stamps some blocks itself and leaves others to the source.
 

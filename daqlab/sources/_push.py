@@ -110,7 +110,7 @@ class Push(SourceBase):
                      else t.astype(np.int64))
                 if t.shape != (n,):
                     raise ShapeError(f"times must have shape ({n},); got {t.shape}.")
-                if (n > 1 and (np.diff(t) < 0).any()) or (
+                if (n > 1 and (t[1:] < t[:-1]).any()) or (  # compared: a difference can overflow
                     n and self._last_time is not None and t[0] < self._last_time
                 ):
                     raise ShapeError("times must be non-decreasing, also across feeds.")
