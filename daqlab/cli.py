@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import math
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,7 +17,7 @@ from tqdm import tqdm
 
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
-from daqlab.errors import ConfigurationError, DaqlabError
+from daqlab.errors import ConfigurationError, DaqlabError, StorageError
 from daqlab.io import FORMATS, detect_format, open_run, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
@@ -23,14 +25,20 @@ from daqlab.sources import Simulated
 __all__ = ["main", "summary"]
 
 
-def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
+MAX_DEMO_CHANNELS = 10_000  # beyond, building the simulated channels takes minutes and GBs
+
+
+def _positive(kind: type[int] | type[float], most: float = math.inf) -> argparse._ActionType:
     def parse(text: str) -> float:
+        what = "a whole number" if kind is int else "a finite number"
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (v > 0 and math.isfinite(v)):  # nan fails v > 0
+            raise argparse.ArgumentTypeError(f"must be {what} > 0, got {text}")
+        if v > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}, got {text}")
         return v
 
     return parse
@@ -59,12 +67,27 @@ def summary(run: xr.Dataset, path: Path | None = None) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     seconds, channels, rate = float(args.seconds), int(args.channels), float(args.rate)
+    if not math.isfinite(seconds * rate):
+        raise ConfigurationError(
+            f"--seconds {seconds:g} at --rate {rate:g} gives more samples than a float counts; "
+            "ask for fewer seconds or a lower rate."
+        )
     total = round(seconds * rate)
     if total < 1:
         raise ConfigurationError(
             f"--seconds {seconds} at --rate {rate} gives no samples; ask for at least one."
         )
     out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        kind = "a file, not a folder" if out.exists() and not out.is_dir() else "not a folder"
+        reason = kind if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise StorageError(
+            exc.errno or errno.EIO,
+            f"--out {out}: cannot make the run folder there ({reason}); give a folder that "
+            "exists or can be created.",
+        ) from None
     source = Simulated(channels, rate, seed=args.seed, duration=seconds)
     manager = DataManager(source, name="demo", output_dir=out, autosave_interval=None,
                           buffer_seconds=min(seconds, 10.0))
@@ -128,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="record a simulated acquisition to disk and summarise it")
     demo.add_argument("--seconds", type=_positive(float), default=5.0, help="length (default 5)")
-    demo.add_argument("--channels", type=_positive(int), default=4, help="channel count (default 4)")
+    demo.add_argument("--channels", type=_positive(int, MAX_DEMO_CHANNELS), default=4,
+                      help=f"channel count (default 4, at most {MAX_DEMO_CHANNELS})")
     demo.add_argument("--rate", type=_positive(float), default=10_000.0,
                       help="sample rate in Hz (default 10000)")
     demo.add_argument("--out", default="daqlab-runs", help="folder for the run (default ./daqlab-runs)")
@@ -159,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except DaqlabError as exc:
+        print(f"daqlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # what the OS refused and daqlab did not name (disk full, ...)
         print(f"daqlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

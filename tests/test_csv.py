@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import h5py
 import numpy as np
 import pyarrow.csv as pacsv
 import pytest
@@ -419,9 +420,13 @@ CORRUPT: dict[str, tuple[bytes, str]] = {
     "header-incomplete": (b'# daqlab-csv {"format": "csv", "schema_version": 1}\n',
                           "header line lacks ['samples'"),
     "header-odd-variables": (
-        b'# daqlab-csv {"format": "csv", "schema_version": 1, "samples": 0, "timestamp_decimals": 0, '
+        b'# daqlab-csv {"format": "csv", "schema_version": 1, "samples": 1, "timestamp_decimals": 0, '
         b'"channels": [], "variables": ["value", "x"], "attrs": {}, "attr_types": {}, '
-        b'"var_attrs": {}}\n', "unknown variables ['value', 'x']; no channels"),
+        b'"var_attrs": {}}\n', "unknown variables ['value', 'x']; no channels but 1 sample(s)"),
+    "header-channels-not-a-list": (
+        b'# daqlab-csv {"format": "csv", "schema_version": 1, "samples": 0, "timestamp_decimals": 0, '
+        b'"channels": {}, "variables": ["value", "quality"], "attrs": {}, "attr_types": {}, '
+        b'"var_attrs": {}}\n', "no list of channels"),
 }
 
 
@@ -522,3 +527,87 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
         save_csv(sample_run(2), path, overwrite=True)
     assert path.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["run.csv"]
+
+
+# --------------------------------------------------------------------------- text that is not UTF-8
+
+
+def _surrogate_run() -> xr.Dataset:
+    """Lone surrogates everywhere a run holds free text (h5py's text for non-UTF-8 bytes)."""
+    run = sample_run(3).assign_attrs(
+        name="\udcff", description="M\udcfcnchen, =1;2", site="\udc80",
+        words=np.array(["a\udcfe", "ok"]), pair=("\udc81", 1),
+        metadata={"k\udcfe": ["v\udc80", {"=x\udc81": "-\udc82,;"}], "plain": "ü"},
+    )
+    run["value"].attrs["note"] = "\udcaa"
+    return run
+
+
+@FORMS
+def test_text_that_is_not_utf8_round_trips_as_json_escapes(tmp_path: Path, wide: bool) -> None:
+    run = _surrogate_run()
+    path = tmp_path / "run.csv"
+    round_trip(run, path, wide=wide)  # was a raw UnicodeEncodeError
+    head = path.read_bytes().decode("utf-8").splitlines()[0]  # strict UTF-8
+    assert '"name": "\\udcff"' in head
+    assert '"description": "M\\udcfcnchen\\u002c' in head  # spreadsheet escapes still apply
+    assert '"plain": "ü"' in head  # only strings that need it are escaped
+
+
+def test_seed_file_with_latin1_metadata_saves_as_csv(tmp_path: Path) -> None:
+    src = tmp_path / "latin1.h5"
+    with h5py.File(src, "w") as f:
+        g = f.create_group("data/temp")
+        g["timestamps"] = 1.7e9 + np.arange(3) / 10
+        g["values"] = np.arange(3.0)
+        f.create_group("metadata").attrs["site"] = b"M\xfcnchen"
+    run = dl.open_run(src)
+    assert run.attrs["metadata"] == {"site": "M\udcfcnchen"}
+    for fmt in ("csv", "csv-wide"):
+        back = dl.open_run(dl.save(run, tmp_path / f"{fmt}.csv", fmt))
+        xr.testing.assert_identical(back, run)
+        assert back.attrs["metadata"]["site"].encode("utf-8", "surrogateescape") == b"M\xfcnchen"
+
+
+def test_units_that_are_not_text_are_refused(tmp_path: Path) -> None:
+    # make_run and validate refuse such channel names; a unit coordinate can still hold one
+    run = sample_run(2).assign_coords(unit=("channel", np.array(["\udcff", "V", "-"])))
+    with pytest.raises(dl.FormatError, match=r"unit\(s\) \['\\udcff'\]: they hold lone surrogates"):
+        save_csv(run, tmp_path / "bad.csv")
+    assert list(tmp_path.iterdir()) == []
+    path = save_csv(sample_run(2), tmp_path / "run.csv")
+    _edit(path, '"unit": "°C"', '"unit": "\\udcff"')
+    with pytest.raises(dl.FormatError, match=r"header line is damaged \(channel unit '\\udcff' is not"):
+        open_csv(path)
+
+
+# --------------------------------------------------------------------------- runs of 0 channels
+
+
+def _empty_seed_run(tmp_path: Path) -> xr.Dataset:
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f.create_group("data")
+        f.create_group("metadata")
+    return dl.open_run(tmp_path / "e.h5")
+
+
+@FORMS
+def test_a_run_of_no_channels_round_trips(tmp_path: Path, wide: bool) -> None:
+    run = _empty_seed_run(tmp_path)
+    assert dict(run.sizes) == {"channel": 0, "time": 0}
+    round_trip(run, tmp_path / "z.csv", wide=wide)  # was "header line is damaged: no channels"
+    back = dl.open_run(tmp_path / "z.csv")
+    assert back.sizes["channel"] == 0
+    xr.testing.assert_identical(back, run)
+
+
+def test_a_run_of_no_channels_with_timestamps(tmp_path: Path) -> None:
+    run = sample_run(4).isel(channel=slice(0, 0))
+    dl.validate(run)
+    path = tmp_path / "wide.csv"
+    round_trip(run, path, wide=True)
+    assert data_lines(path)[0] == "timestamp_ms"
+    assert len(data_lines(path)) == 5
+    with pytest.raises(dl.FormatError, match=r"no channels.*cannot keep its 4 timestamp.*csv-wide"):
+        save_csv(run, tmp_path / "long.csv")
+    assert not (tmp_path / "long.csv").exists()

@@ -677,3 +677,68 @@ DETECT: list[tuple[Callable[[Path], Path], bool]] = [
 )
 def test_is_seed_file(tmp_path: Path, make: Callable[[Path], Path], expected: bool) -> None:
     assert is_seed_file(make(tmp_path / "f.h5")) is expected
+
+
+# --------------------------------------------------------------------------- nested /metadata groups
+
+
+def test_nested_metadata_groups_become_nested_dicts(tmp_path: Path) -> None:
+    path = write_rust(tmp_path / "nested.h5", {"a": (regular(3, 10.0), [1.0, 2.0, 3.0])}, {"top": 1})
+    with h5py.File(path, "a") as f:
+        sub = f["metadata"].create_group("sub")
+        sub.attrs["x"] = np.int32(1)
+        deeper = sub.create_group("deeper")
+        deeper.attrs["k"] = [0, 1, 2]
+        deeper.create_dataset("label", data=b"text")
+        deeper.create_group("deepest").attrs["f"] = 0.5
+    run = open_seed(path)
+    assert run.attrs["metadata"] == {  # was {"sub": "{'x': 1, 'deeper': \"{'k': [0, 1, 2]}\"}"}
+        "top": 1,
+        "sub": {"x": 1, "deeper": {"k": [0, 1, 2], "label": "text", "deepest": {"f": 0.5}}},
+    }
+    for fmt in ("seed-hdf5", "netcdf", "csv"):  # written back as it came
+        back = dl.open_run(dl.save(run, tmp_path / f"back.{fmt}", fmt))
+        xr.testing.assert_identical(back, run)
+
+
+# --------------------------------------------------------------------------- text that is not UTF-8
+
+
+def test_metadata_text_that_is_not_utf8_is_kept_exactly(tmp_path: Path) -> None:
+    path = write_rust(tmp_path / "latin1.h5", {"a": (regular(3, 10.0), [1.0, 2.0, 3.0])},
+                      {"site": b"M\xfcnchen"})
+    with h5py.File(path, "a") as f:
+        f["metadata"].create_dataset("room", data=np.bytes_(b"Flur \xe4"))  # h5py reads bytes
+        f["metadata"].create_dataset("tags", data=np.array([b"\xff", b"ok"]))
+    meta = open_seed(path).attrs["metadata"]
+    # h5py gives attribute text with surrogate escapes; datasets were decoded with U+FFFD (lost)
+    assert meta == {"site": "M\udcfcnchen", "room": "Flur \udce4", "tags": ["\udcff", "ok"]}
+    assert meta["room"].encode("utf-8", "surrogateescape") == b"Flur \xe4"
+
+
+@pytest.mark.parametrize("fmt", ["seed-hdf5", "netcdf", "csv", "csv-wide"])
+def test_run_with_text_that_is_not_utf8_saves_in_every_format(tmp_path: Path, fmt: str) -> None:
+    path = write_rust(tmp_path / "latin1.h5", {"a": (regular(3, 10.0), [1.0, 2.0, 3.0])},
+                      {"site": b"M\xfcnchen", "tags": np.array([b"\xff", b"ok"])})
+    run = open_seed(path)
+    back = dl.open_run(dl.save(run, tmp_path / f"back.{fmt}", fmt))
+    xr.testing.assert_identical(back, run)
+
+
+def test_unit_bytes_that_are_not_utf8_are_read_as_latin1(tmp_path: Path) -> None:
+    path = write_rust(tmp_path / "unit.h5", {"a": (regular(2, 10.0), [1.0, 2.0]),
+                                             "b": (regular(2, 10.0), [1.0, 2.0])},
+                      {"units": b"\xb5V"})
+    with h5py.File(path, "a") as f:
+        f["data/a"].attrs["unit"] = b"\xb0C"  # h5py: "\udcb0C"; the run was refused before
+    run = open_seed(path)
+    assert run.daq.channels[0].unit == "°C"
+    assert run.daq.channels[1].unit == "µV"
+    xr.testing.assert_identical(open_seed(save_seed(run, tmp_path / "back.h5")), run)
+
+
+def test_units_that_are_not_text_are_refused_on_save(tmp_path: Path) -> None:
+    run = sample_run(2).assign_coords(unit=("channel", np.array(["\udcff", "V", ""])))
+    with pytest.raises(dl.ConfigurationError, match=r"unit\(s\) \['\\udcff'\] hold lone surrogates"):
+        save_seed(run, tmp_path / "bad.h5")
+    assert list(tmp_path.iterdir()) == []

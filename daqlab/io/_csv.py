@@ -42,7 +42,17 @@ so that a single file is self-contained. The JSON object starts with ``format``
 order), ``variables``, every run attribute (``attrs``, with ``attr_types`` noting
 numpy arrays/scalars and tuples) and the attributes of every variable
 (``var_attrs``). Further lines starting with ``#`` before the column names are
-ignored. Files from a newer ``schema_version`` are refused.
+ignored. Files from a newer ``schema_version`` are refused. Strings in the JSON
+that are not valid UTF-8 text (lone surrogates, as h5py gives for attribute
+bytes that are not UTF-8) are written with ``\\u`` escapes, so the file stays
+UTF-8 and reads back the exact same str. Channel names and units must be
+valid text (a run's coordinates cannot hold others): such a unit is refused
+with a FormatError on save and on open.
+
+A run of 0 channels (the seed reader gives one for an empty ``/data``) has an
+empty ``channels`` list. Its wide form has rows of ``timestamp_ms`` alone; its
+long form has no rows, so it holds 0 samples and a 0-channel run that has
+timestamps is refused in the long form (save it as ``"csv-wide"``).
 
 A file without that line (the seed's plain CSV) opens with these defaults: the
 channels in order of first appearance, unit ``""``, no range, identity
@@ -146,7 +156,17 @@ def _unprotect(text: str) -> str:
 def _json_str(text: str) -> str:
     # inside a JSON string literal a ',' or ';' can only be a character, so escaping is exact
     out = json.dumps(_protect(text), ensure_ascii=False)
+    if not _utf8(out):  # lone surrogates (e.g. h5py's text of non-UTF-8 bytes): \u escapes
+        out = json.dumps(_protect(text))
     return out.replace(",", "\\u002c").replace(";", "\\u003b")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dump_json(obj: Any) -> str:
@@ -311,6 +331,19 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
             "Drop them first (run.drop_vars(...)) or save as NetCDF."
         )
     names = [c.name for c in channels_of(run)]
+    bad = [u for u in map(str, run["unit"].values) if not _utf8(u)]
+    if bad:  # (channel names like that fail validate)
+        raise FormatError(
+            f"CSV cannot store the unit(s) {bad[:5]}: they hold lone surrogates (text decoded "
+            "from bytes that are not UTF-8), which a run's unit coordinate cannot hold once "
+            "reopened. Give valid text, e.g. run.assign_coords(unit=('channel', [...]))."
+        )
+    if not names and run.sizes["time"] and not wide:
+        raise FormatError(
+            f"the long CSV form has one row per sample and channel, so a run with no channels "
+            f"cannot keep its {run.sizes['time']} timestamp(s). Save it as format='csv-wide' "
+            "or as NetCDF, or add a channel."
+        )
     variables = ["value", "quality"] + (["raw"] if "raw" in run.data_vars else [])
     arrays = {v: np.asarray(run[v].transpose("channel", "time").values) for v in variables}
     q = arrays["quality"]
@@ -375,8 +408,10 @@ def _parse_header(line: bytes, path: Path) -> dict[str, Any]:
         problems.append(f"unknown format {header['format']!r}")
     if header["variables"] not in (["value", "quality"], ["value", "quality", "raw"]):
         problems.append(f"unknown variables {header['variables']!r}")
-    if not isinstance(header["channels"], list) or not header["channels"]:
-        problems.append("no channels")
+    if not isinstance(header["channels"], list):
+        problems.append("no list of channels")
+    elif not header["channels"] and header["format"] == "csv" and header["samples"] != 0:
+        problems.append(f"no channels but {header['samples']!r} sample(s)")
     if problems:
         raise FormatError(f"{path}: the '# daqlab-csv' header line is damaged: {'; '.join(problems)}.")
     return header
@@ -532,7 +567,13 @@ def _long_arrays(
         idx = lut[idx] if lut.size else idx
     c = len(names)
     if c == 0:
-        raise FormatError(f"{path} holds no rows, so no channels; a run needs at least one channel.")
+        if not escaped:  # a plain file: its rows are all that names channels
+            raise FormatError(f"{path} holds no rows, so no channels; a run needs at least one "
+                              "channel.")
+        # the daqlab line lists no channels (a run of 0 channels): rows would name unknown ones
+        empty = np.empty((0, 0))
+        return names, np.empty(0, np.int64), {
+            v: empty.astype(np.int8) if v == "quality" else empty for v in variables}
     counts = np.bincount(idx, minlength=c)
     if (counts != counts[0]).any():
         listed = ", ".join(f"{nm!r}: {k}" for nm, k in zip(names, counts.tolist(), strict=True))
@@ -586,6 +627,10 @@ def _wide_arrays(
 
 
 def _header_channels(header: dict[str, Any]) -> tuple[Channel, ...]:
+    for c in header["channels"]:
+        for key in ("name", "unit"):
+            if not isinstance(c[key], str) or not _utf8(c[key]):
+                raise ValueError(f"channel {key} {c[key]!r} is not valid text")
     return tuple(
         Channel(c["name"], c["unit"], range=(c["range_min"], c["range_max"]),
                 calibration=Calibration(c["cal_slope"], c["cal_offset"], c["cal_date"]))

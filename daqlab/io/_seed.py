@@ -58,8 +58,13 @@ Reading rules (:func:`open_seed`)
 * **Other files (the Rust application)**, defaults: ``unit`` "" (or a channel
   attribute ``unit``/``units``, or ``/metadata`` ``units`` as a text for every
   channel or a channel -> unit mapping), NaN range, identity calibration (or
-  the channel attributes above when present). From ``/metadata``, whose entries
-  may be attributes or scalar/small datasets, str or bytes, and nested groups:
+  the channel attributes above when present; a unit whose bytes are not UTF-8
+  is read with those bytes as Latin-1, e.g. ``b"\\xb0C"`` as ``"°C"``, since a
+  run's unit must be valid text). From ``/metadata``, whose entries may be
+  attributes or scalar/small datasets, str or bytes, and nested groups (read
+  as nested dicts, at any depth; text that is not UTF-8 is kept exactly as
+  h5py gives it, each undecodable byte as a lone surrogate U+DC80-U+DCFF, so
+  ``.encode("utf-8", "surrogateescape")`` gives back the bytes):
   ``name`` (else the file's stem), ``description`` (else ""), ``sample_rate``
   (aliases ``sample_rate_hz``, ``sampling_rate``, ``rate``, ``fs``; else
   1e9 / the median positive step between consecutive timestamps of all
@@ -86,6 +91,7 @@ import errno
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,6 +138,7 @@ _EPOCH_UNITS_NS = "nanoseconds since 1970-01-01T00:00:00Z"
 _MAX_SECONDS = 9.2e9  # |t| beyond this does not fit datetime64[ns]
 _STALE_TOLERANCE_S = 1e-6
 _DEFAULT_RATE = 1.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "id": ("id", "uuid", "run_id"),
@@ -340,6 +347,13 @@ def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
             f"the seed HDF5 layout stores only the run schema's coordinates; this run also has "
             f"{extra}. Drop them first (run.drop_vars({extra!r})) or save as NetCDF."
         )
+    bad = [u for u in map(str, run["unit"].values) if _SURROGATE.search(u)]
+    if bad:  # (channel names like that fail validate)
+        raise ConfigurationError(
+            f"the unit(s) {bad[:5]} hold lone surrogates (text decoded from bytes that are not "
+            "UTF-8), which a run's unit coordinate cannot hold once reopened. Give valid text, "
+            "e.g. run.assign_coords(unit=('channel', [...]))."
+        )
     run = run.compute()
     calibrated = bool(run.attrs["calibrated"])
     has_raw = calibrated and "raw" in run.data_vars
@@ -402,10 +416,12 @@ def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
 
 def _py(v: Any) -> Any:
     """An HDF5 attribute or dataset value as plain JSON-like Python values."""
-    if isinstance(v, (bytes, np.bytes_)):
-        return bytes(v).decode("utf-8", errors="replace")
+    if isinstance(v, (bytes, np.bytes_)):  # as h5py decodes text attributes: nothing lost
+        return bytes(v).decode("utf-8", errors="surrogateescape")
     if isinstance(v, str):
         return str(v)
+    if isinstance(v, Mapping):  # a subgroup, read by _read_group
+        return {str(k): _py(x) for k, x in v.items()}
     if isinstance(v, np.ndarray):
         if v.ndim == 0:
             return _py(v[()])
@@ -436,7 +452,7 @@ def _read_group(g: Any) -> dict[str, Any]:
             continue
         obj = g.get(k)
         if isinstance(obj, h5py.Group):
-            out[k] = {kk: _py(vv) for kk, vv in _read_group(obj).items()}
+            out[k] = _py(_read_group(obj))
         elif isinstance(obj, h5py.Dataset):
             try:
                 out[k] = obj[()]
@@ -843,6 +859,15 @@ def _check_schema(meta_raw: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- channels on read
 
 
+def _valid_text(text: str) -> str:
+    """``text`` with the bytes h5py could not decode as UTF-8 (U+DC80-U+DCFF) read as Latin-1.
+
+    For units: a run's coordinates hold only valid text. Other lone surrogates become U+FFFD.
+    """
+    return _SURROGATE.sub(
+        lambda m: chr(ord(m[0]) - 0xDC00) if "\udc80" <= m[0] <= "\udcff" else "\ufffd", text)
+
+
 def _float_attr(ch: _Chan, key: str, default: float, path: Path) -> float:
     v = ch.attrs.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -864,6 +889,8 @@ def _channel(ch: _Chan, units: Any, path: Path) -> Channel:
             unit = units
         elif isinstance(units, dict) and isinstance(units.get(ch.name), str):
             unit = units[ch.name]
+    if isinstance(unit, str):
+        unit = _valid_text(unit)
     date_text = ch.attrs.get("cal_date", "")
     date = None if date_text in ("", None, "NaT") else _parse_time(date_text)
     if date is None and date_text not in ("", None, "NaT"):

@@ -1,0 +1,109 @@
+"""The ``daqlab`` command line: bad arguments and paths end with exit code 2 and one message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import daqlab as dl
+from daqlab.cli import MAX_DEMO_CHANNELS
+from daqlab.cli import main as cli
+
+
+def run_cli(args: list[str]) -> int:
+    """``daqlab ARGS`` in this process; argparse's refusals exit, so their code is returned too."""
+    try:
+        return cli(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_demo_refuses_an_out_path_that_is_a_file(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    for out, reason in ((afile, "a file, not a folder"), (afile / "sub", "not a folder")):
+        assert run_cli(["demo", "--out", str(out), "--quiet", "--no-plot"]) == 2  # was FileExistsError
+        err = capsys.readouterr().err
+        assert "daqlab demo: error: [Errno " in err
+        assert f"--out {out}: cannot make the run folder there ({reason})" in err
+    assert afile.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_demo_makes_a_missing_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "new" / "runs"
+    assert run_cli(["demo", "--out", str(out), "--seconds", "0.05", "--rate", "200", "--channels", "1",
+                    "--quiet", "--no-plot"]) == 0
+    (path,) = out.glob("*.nc")
+    assert f"file       {path}" in capsys.readouterr().out
+    assert dl.open_run(path).sizes["time"] == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seconds", "inf"], "argument --seconds: must be a finite number > 0, got inf"),
+        (["--seconds", "nan"], "argument --seconds: must be a finite number > 0, got nan"),
+        (["--seconds", "-1"], "argument --seconds: must be a finite number > 0, got -1"),
+        (["--rate", "inf"], "argument --rate: must be a finite number > 0, got inf"),
+        (["--rate", "NaN"], "argument --rate: must be a finite number > 0, got NaN"),
+        (["--rate", "ten"], "argument --rate: 'ten' is not a finite number"),
+        (["--channels", "0"], "argument --channels: must be a whole number > 0, got 0"),
+        (["--channels", "1.5"], "argument --channels: '1.5' is not a whole number"),
+        (["--channels", str(MAX_DEMO_CHANNELS + 1)],
+         f"argument --channels: must be at most {MAX_DEMO_CHANNELS}, got {MAX_DEMO_CHANNELS + 1}"),
+        (["--seconds", "1e300", "--rate", "1e300"],
+         "--seconds 1e+300 at --rate 1e+300 gives more samples than a float counts"),
+        (["--seconds", "1e-9", "--rate", "10"], "gives no samples"),
+    ],
+    ids=["seconds-inf", "seconds-nan", "seconds-negative", "rate-inf", "rate-nan", "rate-text",
+         "channels-0", "channels-fraction", "channels-too-many", "samples-overflow", "no-samples"],
+)
+def test_demo_refuses_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  args: list[str], message: str) -> None:
+    out = tmp_path / "runs"
+    assert run_cli(["demo", *args, "--out", str(out), "--quiet", "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert "daqlab demo: error: " in err and message in err  # noqa: PT018
+    assert not out.exists()
+
+
+def test_demo_with_infinite_seconds_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "daqlab", "demo", "--seconds", "inf", "--quiet",
+                           "--out", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr  # was 1, OverflowError
+    assert "Traceback" not in done.stderr
+    assert "daqlab demo: error: argument --seconds: must be a finite number > 0, got inf" in done.stderr
+
+
+def test_convert_a_seed_file_with_latin1_metadata_to_csv(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = tmp_path / "latin1.h5", tmp_path / "latin1.csv"
+    with h5py.File(src, "w") as f:
+        g = f.create_group("data/temp")
+        g["timestamps"] = 1.7e9 + np.arange(3) / 10
+        g["values"] = np.arange(3.0)
+        f.create_group("metadata").attrs["site"] = b"M\xfcnchen"
+    assert run_cli(["convert", str(src), str(dst)]) == 0  # was a UnicodeEncodeError traceback
+    assert f"-> csv {dst} (1 channels x 3 samples)" in capsys.readouterr().out
+    xr.testing.assert_identical(dl.open_run(dst), dl.open_run(src))
+
+
+def test_convert_a_run_of_no_channels_to_csv_and_back(tmp_path: Path) -> None:
+    src = tmp_path / "e.h5"
+    with h5py.File(src, "w") as f:
+        f.create_group("data")
+        f.create_group("metadata")
+    for fmt in ("csv", "csv-wide"):
+        dst = tmp_path / f"{fmt}.csv"
+        assert run_cli(["convert", str(src), str(dst), "--format", fmt]) == 0
+        assert run_cli(["info", str(dst)]) == 0  # was "header line is damaged: no channels"
+        xr.testing.assert_identical(dl.open_run(dst), dl.open_run(src))
