@@ -760,3 +760,14 @@ def test_a_lazy_run_refuses_to_read_a_file_replaced_after_it_was_opened(tmp_path
                        r"Open it again\."):
         lazy.load()
     np.testing.assert_array_equal(dl.open_run(path, chunks={}).value.values, np.zeros((1, 10)))
+
+
+def test_attributes_with_text_that_is_not_utf8_round_trip(tmp_path: Path) -> None:
+    # h5py reads bytes that are not UTF-8 (a Latin-1 name in a seed file) as lone surrogates
+    run = dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0, start="2024-01-01", name="M\udcfcnchen",
+                      description="ok", metadata={"site": "M\udcfcnchen"})
+    back = dl.open_run(dl.save(run, tmp_path / "latin.nc"))
+    xr.testing.assert_identical(back, run)
+    assert back.attrs["name"] == "M\udcfcnchen"
+    with h5py.File(tmp_path / "latin.nc") as f:  # stored as plain (escaped) text
+        assert f.attrs["name"] == '"M\\udcfcnchen"'

@@ -41,6 +41,14 @@ _ENCODING_ATTR = "daqlab_attrs"
 """JSON note of how attributes were encoded, so that opening restores them exactly."""
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def to_disk(run: xr.Dataset) -> xr.Dataset:
     """Encode what netCDF cannot hold (bool, dict, None attributes) and add provenance.
 
@@ -54,7 +62,9 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
         if isinstance(v, (bool, np.bool_)):
             attrs[k] = np.int8(v)
             note["bool"].append(k)
-        elif v is None or isinstance(v, (dict, list, tuple)):
+        elif v is None or isinstance(v, (dict, list, tuple)) or (isinstance(v, str) and not _utf8(v)):
+            # JSON also carries text HDF5 cannot store as UTF-8 (lone surrogates: bytes that were
+            # not UTF-8, as h5py reads them), escaped, back exactly
             attrs[k] = json.dumps(v, allow_nan=True)
             note["json"].append(k)
         else:
@@ -66,7 +76,8 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     else:
         attrs["history"] = line
         note["added"].append("history")
-    for k, default in (("title", run.attrs.get("name") or "daqlab run"), ("Conventions", "CF-1.8")):
+    title = str(run.attrs.get("name") or "daqlab run").encode("utf-8", "backslashreplace").decode()
+    for k, default in (("title", title), ("Conventions", "CF-1.8")):
         if k not in attrs:
             attrs[k] = default
             note["added"].append(k)
