@@ -20,6 +20,7 @@ __all__ = [
     "ChannelLike",
     "Quality",
     "check_channel_name",
+    "is_utf8",
     "to_channels",
     "to_datetime64",
 ]
@@ -154,6 +155,16 @@ class Calibration:
 _FORBIDDEN_NAMES = {".", ".."}
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogates, which h5py and
+    ``surrogateescape`` give for bytes that were not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_channel_name(name: object) -> str:
     """Return ``name`` if it can name a channel in every format, else raise.
 
@@ -238,9 +249,11 @@ class Channel:
                 f"unit of channel {self.name!r} must be a str; got {self.unit!r}. "
                 "Use '' for no unit."
             )
-        if any(unicodedata.category(c) == "Cc" for c in self.unit):
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in self.unit):
             raise ChannelError(
-                f"unit {self.unit!r} of channel {self.name!r} contains control characters."
+                f"unit {self.unit!r} of channel {self.name!r} contains control characters or lone "
+                "surrogates (text decoded from bytes that were not UTF-8). Remove them, or decode "
+                "the unit's bytes with the right codec, e.g. unit_bytes.decode('latin-1')."
             )
         object.__setattr__(self, "range", self._normalise_range(self.range))
         if not isinstance(self.calibration, Calibration):

@@ -570,14 +570,15 @@ def test_seed_file_with_latin1_metadata_saves_as_csv(tmp_path: Path) -> None:
 
 
 def test_units_that_are_not_text_are_refused(tmp_path: Path) -> None:
-    # make_run and validate refuse such channel names; a unit coordinate can still hold one
+    # Channel refuses such units (and names); a unit coordinate set by hand can still hold one
     run = sample_run(2).assign_coords(unit=("channel", np.array(["\udcff", "V", "-"])))
-    with pytest.raises(dl.FormatError, match=r"unit\(s\) \['\\udcff'\]: they hold lone surrogates"):
+    surrogates = r"unit '\\udcff' of channel .* contains control characters or lone surrogates"
+    with pytest.raises(dl.ChannelError, match=surrogates):
         save_csv(run, tmp_path / "bad.csv")
     assert list(tmp_path.iterdir()) == []
     path = save_csv(sample_run(2), tmp_path / "run.csv")
     _edit(path, '"unit": "°C"', '"unit": "\\udcff"')
-    with pytest.raises(dl.FormatError, match=r"header line is damaged \(channel unit '\\udcff' is not"):
+    with pytest.raises(dl.FormatError, match=r"header line is damaged \(" + surrogates):
         open_csv(path)
 
 

@@ -122,10 +122,12 @@ def test_bad_channel_range(rng: Any, fragments: list[str]) -> None:
     [
         ({"unit": 3}, r"unit of channel 'a' must be a str; got 3.*Use '' for no unit"),
         ({"unit": "V\n"}, r"unit 'V\\n' of channel 'a' contains control characters"),
+        ({"unit": "\udcb0C"}, r"unit '\\udcb0C' of channel 'a' contains control characters or lone "
+                              r"surrogates \(text decoded from bytes that were not UTF-8\)"),
         ({"calibration": 2.0}, r"calibration of channel 'a' must be a daqlab\.Calibration; "
                                r"got 2\.0.*Calibration\(slope, offset\)"),
     ],
-    ids=["unit-not-str", "unit-control-char", "calibration-not-calibration"],
+    ids=["unit-not-str", "unit-control-char", "unit-surrogate", "calibration-not-calibration"],
 )
 def test_bad_channel_fields(kwargs: dict[str, Any], pattern: str) -> None:
     with pytest.raises(dl.ChannelError, match=pattern):

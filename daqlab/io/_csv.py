@@ -112,7 +112,7 @@ from numpy.typing import NDArray
 from daqlab._version import __version__
 from daqlab.errors import FormatError, SchemaError
 from daqlab.io._atomic import atomic_path
-from daqlab.model import Calibration, Channel, Quality, to_datetime64
+from daqlab.model import Calibration, Channel, Quality, is_utf8, to_datetime64
 from daqlab.run import (
     CHANNEL_COORDS,
     SCHEMA_VERSION,
@@ -156,17 +156,9 @@ def _unprotect(text: str) -> str:
 def _json_str(text: str) -> str:
     # inside a JSON string literal a ',' or ';' can only be a character, so escaping is exact
     out = json.dumps(_protect(text), ensure_ascii=False)
-    if not _utf8(out):  # lone surrogates (e.g. h5py's text of non-UTF-8 bytes): \u escapes
+    if not is_utf8(out):  # lone surrogates (e.g. h5py's text of non-UTF-8 bytes): \u escapes
         out = json.dumps(_protect(text))
     return out.replace(",", "\\u002c").replace(";", "\\u003b")
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _dump_json(obj: Any) -> str:
@@ -331,13 +323,6 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
             "Drop them first (run.drop_vars(...)) or save as NetCDF."
         )
     names = [c.name for c in channels_of(run)]
-    bad = [u for u in map(str, run["unit"].values) if not _utf8(u)]
-    if bad:  # (channel names like that fail validate)
-        raise FormatError(
-            f"CSV cannot store the unit(s) {bad[:5]}: they hold lone surrogates (text decoded "
-            "from bytes that are not UTF-8), which a run's unit coordinate cannot hold once "
-            "reopened. Give valid text, e.g. run.assign_coords(unit=('channel', [...]))."
-        )
     if not names and run.sizes["time"] and not wide:
         raise FormatError(
             f"the long CSV form has one row per sample and channel, so a run with no channels "
@@ -627,10 +612,6 @@ def _wide_arrays(
 
 
 def _header_channels(header: dict[str, Any]) -> tuple[Channel, ...]:
-    for c in header["channels"]:
-        for key in ("name", "unit"):
-            if not isinstance(c[key], str) or not _utf8(c[key]):
-                raise ValueError(f"channel {key} {c[key]!r} is not valid text")
     return tuple(
         Channel(c["name"], c["unit"], range=(c["range_min"], c["range_max"]),
                 calibration=Calibration(c["cal_slope"], c["cal_offset"], c["cal_date"]))

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from daqlab._version import __version__
 from daqlab.errors import DaqlabError, FormatError, StorageError
 from daqlab.io._atomic import atomic_path
+from daqlab.model import is_utf8
 from daqlab.run import (
     SCHEMA_VERSION,
     check_chunks,
@@ -41,14 +42,6 @@ _ENCODING_ATTR = "daqlab_attrs"
 """JSON note of how attributes were encoded, so that opening restores them exactly."""
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def to_disk(run: xr.Dataset) -> xr.Dataset:
     """Encode what netCDF cannot hold (bool, dict, None attributes) and add provenance.
 
@@ -62,7 +55,7 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
         if isinstance(v, (bool, np.bool_)):
             attrs[k] = np.int8(v)
             note["bool"].append(k)
-        elif v is None or isinstance(v, (dict, list, tuple)) or (isinstance(v, str) and not _utf8(v)):
+        elif v is None or isinstance(v, (dict, list, tuple)) or (isinstance(v, str) and not is_utf8(v)):
             # JSON also carries text HDF5 cannot store as UTF-8 (lone surrogates: bytes that were
             # not UTF-8, as h5py reads them), escaped, back exactly
             attrs[k] = json.dumps(v, allow_nan=True)
