@@ -10,10 +10,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from daqlab.errors import ConfigurationError, StorageError
+from daqlab.errors import ConfigurationError, DaqlabError, StorageError
 
 __all__ = ["as_path", "atomic_path", "ensure_space", "fsync_dir", "fsync_path", "path_error",
-           "probe", "temp_name"]
+           "probe", "storage_errors", "temp_name"]
 
 
 def _shown(path: object) -> str:
@@ -57,6 +57,17 @@ def path_error(path: Path, exc: OSError, doing: str = "use") -> StorageError:
     }.get(exc.errno or 0, "check the path")
     return StorageError(exc.errno or errno.EIO,
                         f"cannot {doing} {_shown(path)}: {exc.strerror or exc}; {hint}.")
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path, doing: str) -> Iterator[None]:
+    """OS errors raised inside become StorageErrors naming ``path`` (DaqlabErrors pass as they are)."""
+    try:
+        yield
+    except DaqlabError:
+        raise
+    except OSError as exc:
+        raise path_error(path, exc, doing) from exc
 
 
 def probe(path: Path, check: str = "exists", doing: str = "use") -> bool:

@@ -19,8 +19,8 @@ from typing import Any
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-from daqlab.errors import ConfigurationError, DaqlabError, StorageError
-from daqlab.io._atomic import path_error, probe
+from daqlab.errors import ConfigurationError, StorageError
+from daqlab.io._atomic import probe, storage_errors
 from daqlab.io._csv import open_csv, sniff_csv
 from daqlab.io._open import open_run
 from daqlab.io._seed import is_seed_file, open_seed
@@ -76,12 +76,8 @@ def _open_file(path: Path, opener: Callable[[Path], xr.Dataset], what: str, engi
             errno.EISDIR, f"{path} is a folder, not {what}; engine={engine!r} opens one file "
             "(a recording folder opens with engine='daqlab' or daqlab.open_run)."
         )
-    try:
+    with storage_errors(path, "read"):
         return opener(path)
-    except DaqlabError:
-        raise
-    except OSError as exc:
-        raise path_error(path, exc, "read") from exc
 
 
 def _open_csv_file(path: Path) -> xr.Dataset:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
-from daqlab.io._atomic import as_path, path_error, probe
+from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
+from daqlab.io._atomic import as_path, probe, storage_errors
 from daqlab.io._csv import open_csv, save_csv, sniff_csv
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
@@ -67,12 +67,8 @@ def save(
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format of a saved run by its contents: one of :data:`FORMATS` or ``"recording"``."""
     p = as_path(path, "detect_format's path")
-    try:
+    with storage_errors(p, "read"):
         return _detect(p)
-    except DaqlabError:
-        raise
-    except OSError as exc:
-        raise path_error(p, exc, "read") from exc
 
 
 def _detect(p: Path) -> str:
@@ -109,12 +105,8 @@ def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     """
     p = as_path(path, "open_run's path")
     chunks = check_chunks(chunks)
-    try:
+    with storage_errors(p, "open"):  # a path the OS refuses (too long, no permission...)
         return coords_in_memory(_open(p, chunks))
-    except DaqlabError:
-        raise
-    except OSError as exc:  # a path the OS refuses (too long, no permission...)
-        raise path_error(p, exc, "open") from exc
 
 
 def _open(p: Path, chunks: Any) -> xr.Dataset:
