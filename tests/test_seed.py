@@ -701,6 +701,18 @@ def test_nested_metadata_groups_become_nested_dicts(tmp_path: Path) -> None:
         xr.testing.assert_identical(back, run)
 
 
+def test_metadata_members_named_like_attributes_are_all_kept(tmp_path: Path) -> None:
+    # HDF5 lets a group hold an attribute and a member of the same name; a dict holds one
+    path = write_rust(tmp_path / "clash.h5", {"a": (regular(3, 10.0), [1.0, 2.0, 3.0])}, {"gain": 2})
+    with h5py.File(path, "a") as f:
+        f["metadata"].create_group("gain").attrs["unit"] = "dB"
+        f["metadata"].attrs["gain (group)"] = "taken"
+        f["metadata"].create_dataset("site", data=b"lab 3")
+    run = open_seed(path)
+    assert run.attrs["metadata"] == {"gain": 2, "gain (group)": "taken", "gain (group) 2": {"unit": "dB"},
+                                     "site": "lab 3"}
+
+
 # --------------------------------------------------------------------------- text that is not UTF-8
 
 

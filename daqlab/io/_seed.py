@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -440,7 +441,10 @@ def _py(v: Any) -> Any:
 
 
 def _read_group(g: Any) -> dict[str, Any]:
-    """Attributes, then datasets and subgroups (as dicts) of an HDF5 group, raw values."""
+    """Attributes, then datasets and subgroups (as dicts) of an HDF5 group, raw values.
+
+    A dataset or subgroup named like an attribute of the group is kept as ``"<name> (dataset)"``
+    or ``"<name> (group)"`` (HDF5 allows both; a dict holds one)."""
     out: dict[str, Any] = {}
     for k in g.attrs:
         try:
@@ -448,16 +452,18 @@ def _read_group(g: Any) -> dict[str, Any]:
         except (OSError, TypeError, ValueError) as exc:
             out[k] = f"<unreadable attribute: {exc}>"
     for k in g:
-        if k in out:
-            continue
         obj = g.get(k)
+        kind = "group" if isinstance(obj, h5py.Group) else "dataset"
+        key = k if k not in out else next(
+            name for n in itertools.count(1)
+            if (name := f"{k} ({kind})" + (f" {n}" if n > 1 else "")) not in out)
         if isinstance(obj, h5py.Group):
-            out[k] = _py(_read_group(obj))
+            out[key] = _py(_read_group(obj))
         elif isinstance(obj, h5py.Dataset):
             try:
-                out[k] = obj[()]
+                out[key] = obj[()]
             except (OSError, TypeError, ValueError) as exc:
-                out[k] = f"<unreadable dataset: {exc}>"
+                out[key] = f"<unreadable dataset: {exc}>"
     return out
 
 
