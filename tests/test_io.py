@@ -771,3 +771,15 @@ def test_attributes_with_text_that_is_not_utf8_round_trip(tmp_path: Path) -> Non
     assert back.attrs["name"] == "M\udcfcnchen"
     with h5py.File(tmp_path / "latin.nc") as f:  # stored as plain (escaped) text
         assert f.attrs["name"] == '"M\\udcfcnchen"'
+
+
+@pytest.mark.parametrize("labels", [np.array(["ok", "b"]), np.array([["x", "yy"], ["z", ""]]),
+                                    np.array([], dtype="<U3"), np.array("one"), np.array(["M\udcfcnchen"])],
+                         ids=["1d", "2d", "empty", "0d", "not-utf8"])
+def test_text_array_attributes_round_trip(tmp_path: Path, labels: Any) -> None:
+    run = dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0, start="2024-01-01")
+    run.attrs["labels"] = labels
+    back = dl.open_run(dl.save(run, tmp_path / "labels.nc"))
+    xr.testing.assert_identical(back, run)
+    assert back.attrs["labels"].dtype == labels.dtype
+    np.testing.assert_array_equal(back.attrs["labels"], labels)

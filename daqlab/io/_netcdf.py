@@ -52,7 +52,10 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     note: dict[str, Any] = {"bool": [], "json": [], "added": [], "history_len": None}
     attrs: dict[str, Any] = {}
     for k, v in run.attrs.items():
-        if isinstance(v, (bool, np.bool_)):
+        if isinstance(v, np.ndarray) and v.dtype.kind == "U":  # HDF5 has no such type: JSON
+            attrs[k] = json.dumps(v.tolist())
+            note.setdefault("str_arrays", {})[k] = v.dtype.str
+        elif isinstance(v, (bool, np.bool_)):
             attrs[k] = np.int8(v)
             note["bool"].append(k)
         elif v is None or isinstance(v, (dict, list, tuple)) or (isinstance(v, str) and not is_utf8(v)):
@@ -108,6 +111,14 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
             raise FormatError(
                 f"{source}: attribute {k!r} is not valid JSON ({exc}); the file was damaged or "
                 "edited by another tool."
+            ) from None
+    for k, dtype in note.get("str_arrays", {}).items():
+        try:
+            attrs[k] = np.array(json.loads(attrs[k]), dtype=np.dtype(dtype))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise FormatError(
+                f"{source}: attribute {k!r} is not the JSON text array daqlab wrote ({exc}); the file "
+                "was damaged or edited by another tool."
             ) from None
     for k in note.get("bool", []):
         attrs[k] = bool(int(attrs[k]))
