@@ -234,6 +234,31 @@ def test_a_view_that_falls_behind_jumps_to_the_newest_window() -> None:
         view.close()
 
 
+def test_an_ack_arriving_as_the_frame_goes_out_counts() -> None:
+    # the page's ack runs on another thread (its subshell): it may come before _draw returns; the
+    # frame is counted before its data goes out, so such an ack is never "past the newest frame"
+    buf = _buffer(seconds=10.0, channels=1)
+    view = LiveView(buf, window=1.0, width=100)
+    try:
+        view.stop()
+        first = view.pacer.frame_sent()
+        view.pacer.frame_acked(first, "page-1")
+        acks: list[int] = []
+
+        def page_paints(attr: str, old: object, new: object) -> None:
+            view.pacer.frame_acked(first + 1 + len(acks), "page-1")  # the page's next frame, at once
+            acks.append(view.pacer.acked)
+
+        view.source.on_change("data", page_paints)
+        for k in range(3):
+            buf.push(np.full((1, 100), float(k)))
+            assert view._draw()
+        assert acks == [first + 1, first + 2, first + 3]
+        assert view.pacer.in_flight == 0
+    finally:
+        view.close()
+
+
 def test_a_longer_window_shows_at_once_what_the_buffer_holds() -> None:
     buf = _buffer(seconds=10.0, channels=1)
     view = LiveView(buf, window=1.0, width=100)

@@ -210,6 +210,7 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
     """
 
     kind = "view"
+    source: ColumnDataSource  # the data whose every change is one frame, acknowledged by the page
 
     def __init__(self, *, max_fps: float, clock: Callable[[], float] = time.monotonic,
                  children: Sequence[Any] = ()) -> None:
@@ -270,15 +271,22 @@ class LiveBase(widgets.VBox):  # type: ignore[misc]
                 if delay > 0:
                     self._stop.wait(delay)
                     continue
-                if self.pacer.should_draw() and self._draw():
-                    self.pacer.frame_sent()
+                if self.pacer.should_draw():
+                    self._draw()
         except BaseException as exc:  # shown in the status line; the kernel goes on
             self.error = exc
             self._show_error(exc)
 
     def _draw(self) -> bool:
-        """Draw one frame; True if it sent new data (one patch) to the browser."""
+        """Draw one frame; True if it sent new data (one patch, through :meth:`_send_frame`)."""
         raise NotImplementedError
+
+    def _send_frame(self, data: dict[str, Any]) -> None:
+        """Send new data to the browser as one frame. The pacer counts it first: the page's ack
+        (on another thread) may then never arrive before the frame is counted, which would be
+        taken for a page that has painted more than was sent."""
+        self.pacer.frame_sent()
+        self.source.data = data
 
     def _show_error(self, exc: BaseException) -> None:
         pass

@@ -265,7 +265,7 @@ class LiveView(LiveBase):
             if line.visible != (i in rows):
                 line.visible = i in rows
         # y as float32 halves what goes to the browser; x stays float64 (ms since the epoch)
-        self.source.data = {k: v if k == "x" else v.astype(np.float32) for k, v in data.items()}
+        self._send_frame({k: v if k == "x" else v.astype(np.float32) for k, v in data.items()})
         spans = flag_spans(cols, rows)
         if spans != self.flags.data:
             self.flags.data = spans

@@ -95,7 +95,7 @@ class SpectrumView(LiveBase):
             return False
         f, p = welch_psd(block.values[self.rows], self.buffer.sample_rate, self.nperseg)
         p = np.where(p > 0, p, np.nan)  # log axis: no zeros
-        self.source.data = {"f": f, **{f"p{i}": p[i] for i in range(len(self.names))}}
+        self._send_frame({"f": f, **{f"p{i}": p[i] for i in range(len(self.names))}})
         self.frames_drawn += 1
         self.status.value = html.escape(
             f"{len(block):,} samples, {len(f)} frequencies, {self.pacer.fps():.1f} fps")
