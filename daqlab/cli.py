@@ -19,6 +19,7 @@ from daqlab._version import __version__
 from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
 from daqlab.io import FORMATS, detect_format, open_run, save
+from daqlab.io._atomic import path_error
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 
@@ -80,14 +81,14 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        kind = "a file, not a folder" if out.exists() and not out.is_dir() else "not a folder"
-        reason = kind if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+    except (FileExistsError, NotADirectoryError) as exc:
         raise StorageError(
             exc.errno or errno.EIO,
-            f"--out {out}: cannot make the run folder there ({reason}); give a folder that "
-            "exists or can be created.",
+            f"--out {out}: cannot make the run folder there (it, or a folder on the way, is a "
+            "file); give a folder that exists or can be created.",
         ) from None
+    except OSError as exc:  # too long, no permission, ...
+        raise path_error(out, exc, "make the run folder") from None
     source = Simulated(channels, rate, seed=args.seed, duration=seconds)
     manager = DataManager(source, name="demo", output_dir=out, autosave_interval=None,
                           buffer_seconds=min(seconds, 10.0))

@@ -32,6 +32,7 @@ from daqlab.model import (
     ChannelLike,
     Quality,
     check_channel_name,
+    is_utf8,
     to_channels,
     to_datetime64,
 )
@@ -571,6 +572,11 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
         if kind == "str":
             if not _is_str_array(arr):
                 problems.append(f"coordinate {coord!r} must hold str; has dtype {arr.dtype}.")
+            elif bad_text := [str(u) for u in arr.tolist() if not is_utf8(str(u))]:
+                problems.append(
+                    f"coordinate {coord!r} holds {bad_text[:5]}, text with lone surrogates (decoded "
+                    "from bytes that were not UTF-8), which no file format stores; decode the "
+                    "bytes with their codec (e.g. .decode('latin-1')) and assign_coords again.")
         elif kind == "f" and arr.dtype != np.float64:
             problems.append(f"coordinate {coord!r} must be float64; has dtype {arr.dtype}.")
         elif kind == "M" and arr.dtype != np.dtype("datetime64[ns]"):

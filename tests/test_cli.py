@@ -28,11 +28,16 @@ def test_demo_refuses_an_out_path_that_is_a_file(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     afile = tmp_path / "afile"
     afile.write_text("precious")
-    for out, reason in ((afile, "a file, not a folder"), (afile / "sub", "not a folder")):
+    for out in (afile, afile / "sub"):
         assert run_cli(["demo", "--out", str(out), "--quiet", "--no-plot"]) == 2  # was FileExistsError
         err = capsys.readouterr().err
         assert "daqlab demo: error: [Errno " in err
-        assert f"--out {out}: cannot make the run folder there ({reason})" in err
+        assert f"--out {out}: cannot make the run folder there (it, or a folder on the way, is a file)" in err
+    too_long = tmp_path / ("a" * 300)
+    assert run_cli(["demo", "--out", str(too_long), "--quiet", "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert "daqlab demo: error: [Errno 36] cannot make the run folder " in err
+    assert "File name too long; a file name may have at most 255 bytes" in err
     assert afile.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 

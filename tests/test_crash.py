@@ -244,6 +244,38 @@ def test_recording_folder_vanishing_is_an_error_event(tmp_path: Path) -> None:
     assert dm.snapshot().sizes["time"] > 0
 
 
+def test_a_recording_netcdf_cannot_hold_exactly_stays_a_recording(tmp_path: Path) -> None:
+    # half a year at 3 Hz: float64 time counts cannot keep 1/3 s steps exactly over 104 days
+    buf = dl.RingBuffer(1, 100, 3.0, start="2024-01-01")
+    rec = dl.Recorder(buf, tmp_path / "r.nc", flush_interval=0.01)
+    rec.start()
+    times = np.array(["2024-01-01T00:00:00", "2024-01-01T00:00:00.333333333", "2024-07-01T00:00:00"],
+                     dtype="datetime64[ns]")
+    buf.push(np.array([[1.0, 2.0, 3.0]]), times)
+    rec.flush_through(buf.written)
+    with pytest.raises(dl.FormatError, match=r"cannot write r\.nc as NetCDF: its times span 182 days.*"
+                       r"The recording is kept, whole, in .*r\.daqrec: "
+                       r"daqlab\.open_run\('.*r\.nc'\) opens it"):
+        rec.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.daqrec"]
+    run = dl.open_run(tmp_path / "r.nc")
+    np.testing.assert_array_equal(run.time.values, times)
+    np.testing.assert_array_equal(run.value.values, [[1.0, 2.0, 3.0]])
+
+
+@pytest.mark.parametrize("version", ["x", None, [1], 1.5, True])
+def test_a_recording_with_a_damaged_schema_version_is_a_format_error(tmp_path: Path, version: Any) -> None:
+    import json
+
+    folder = tmp_path / "r.daqrec"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(
+        {"format": "daqlab-recording", "schema_version": version, "channels": [], "attrs": {}}))
+    with pytest.raises(dl.FormatError, match=r"r\.daqrec/run\.json is damaged: schema_version .* is not "
+                       r"a whole number"):
+        dl.open_run(folder)
+
+
 def test_open_run_of_the_final_name_finds_the_recording_after_a_crash(tmp_path: Path) -> None:
     buf = dl.RingBuffer(2, 1000, 100.0, start="2026-01-01")
     rec = dl.Recorder(buf, tmp_path / "r.nc", flush_interval=0.05)

@@ -572,12 +572,13 @@ def test_seed_file_with_latin1_metadata_saves_as_csv(tmp_path: Path) -> None:
 def test_units_that_are_not_text_are_refused(tmp_path: Path) -> None:
     # Channel refuses such units (and names); a unit coordinate set by hand can still hold one
     run = sample_run(2).assign_coords(unit=("channel", np.array(["\udcff", "V", "-"])))
-    surrogates = r"unit '\\udcff' of channel .* contains control characters or lone surrogates"
-    with pytest.raises(dl.ChannelError, match=surrogates):
+    with pytest.raises(dl.SchemaError, match=r"coordinate 'unit' holds \['\\udcff'\], text with lone "
+                       r"surrogates .* decode the bytes with their codec"):
         save_csv(run, tmp_path / "bad.csv")
     assert list(tmp_path.iterdir()) == []
     path = save_csv(sample_run(2), tmp_path / "run.csv")
     _edit(path, '"unit": "°C"', '"unit": "\\udcff"')
+    surrogates = r"unit '\\udcff' of channel .* contains control characters or lone surrogates"
     with pytest.raises(dl.FormatError, match=r"header line is damaged \(" + surrogates):
         open_csv(path)
 

@@ -783,3 +783,13 @@ def test_text_array_attributes_round_trip(tmp_path: Path, labels: Any) -> None:
     xr.testing.assert_identical(back, run)
     assert back.attrs["labels"].dtype == labels.dtype
     np.testing.assert_array_equal(back.attrs["labels"], labels)
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "csv", "csv-wide", "seed-hdf5"])
+def test_a_unit_that_is_not_text_is_refused_the_same_way_by_every_format(tmp_path: Path, fmt: str) -> None:
+    run = dl.make_run([[1.0]], ["a"], sample_rate=1.0, start="2024-01-01")
+    run = run.assign_coords(unit=("channel", np.array(["\udcb0C"])))
+    with pytest.raises(dl.SchemaError, match=r"coordinate 'unit' holds \['\\udcb0C'\], text with lone "
+                       r"surrogates \(decoded from bytes that were not UTF-8\)"):
+        dl.save(run, tmp_path / "u.out", fmt)
+    assert list(tmp_path.iterdir()) == []

@@ -751,6 +751,7 @@ def test_unit_bytes_that_are_not_utf8_are_read_as_latin1(tmp_path: Path) -> None
 
 def test_units_that_are_not_text_are_refused_on_save(tmp_path: Path) -> None:
     run = sample_run(2).assign_coords(unit=("channel", np.array(["\udcff", "V", ""])))
-    with pytest.raises(dl.ConfigurationError, match=r"unit\(s\) \['\\udcff'\] hold lone surrogates"):
+    with pytest.raises(dl.SchemaError, match=r"coordinate 'unit' holds \['\\udcff'\], text with lone "
+                       r"surrogates"):
         save_seed(run, tmp_path / "bad.h5")
     assert list(tmp_path.iterdir()) == []

@@ -46,8 +46,8 @@ ignored. Files from a newer ``schema_version`` are refused. Strings in the JSON
 that are not valid UTF-8 text (lone surrogates, as h5py gives for attribute
 bytes that are not UTF-8) are written with ``\\u`` escapes, so the file stays
 UTF-8 and reads back the exact same str. Channel names and units must be
-valid text (a run's coordinates cannot hold others): such a unit is refused
-with a FormatError on save and on open.
+valid text (``validate`` refuses others, so ``save`` does; opening a header
+with such a unit is a FormatError).
 
 A run of 0 channels (the seed reader gives one for an empty ``/data``) has an
 empty ``channels`` list. Its wide form has rows of ``timestamp_ms`` alone; its

@@ -384,16 +384,18 @@ class _H5Variable:
     """
 
     def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype[Any],
-                 identity: tuple[int, int, int]) -> None:
+                 identity: tuple[int, int]) -> None:
         self.path, self.file = path, xr.backends.CachingFileManager(h5py.File, str(path), mode="r")
         self.name, self.shape, self.dtype, self.ndim = name, shape, dtype, len(shape)
-        self.identity = identity  # (inode, size, mtime in ns) of the file opened
+        # (size, mtime in ns) of the file opened; not the inode, which differs where a
+        # dask.distributed worker sees the same file through another mount
+        self.identity = identity
 
     def __getitem__(self, key: Any) -> NDArray[Any]:
         try:
             with self.file.acquire_context() as f:
                 st = os.fstat(f.id.get_vfd_handle())  # the file read, whatever the path names now
-                if (st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                if (st.st_size, st.st_mtime_ns) != self.identity:
                     raise FormatError(
                         f"{self.path} was replaced or changed after this run was opened lazily; its "
                         f"samples ({self.name!r}) are no longer the ones opened. Open it again.")
@@ -427,7 +429,7 @@ def _lazy_samples(path: Path, name: str, var: xr.Variable, chunks: dict[str, Any
     # the same file, variable and chunks: the same dask keys (anything else must differ)
     token = dask.base.tokenize(str(path), st.st_ino, st.st_size, st.st_mtime_ns, name, asked)
     data = dask.array.from_array(  # type: ignore[no-untyped-call]
-        _H5Variable(path, name, var.shape, var.dtype, (st.st_ino, st.st_size, st.st_mtime_ns)),
+        _H5Variable(path, name, var.shape, var.dtype, (st.st_size, st.st_mtime_ns)),
         chunks=asked, name=f"daqlab-read-{name}-{token}",
         lock=False, asarray=True, meta=np.empty((0,) * var.ndim, var.dtype))
     return var.copy(deep=False, data=data)

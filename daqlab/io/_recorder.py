@@ -363,10 +363,6 @@ class _Consolidated(StorageError):
         return (_Consolidated, (self.folder, self.final))
 
 
-def _consolidated_error(folder: Path, final: Path) -> StorageError:
-    return _Consolidated(folder, final)
-
-
 def _load(path: Path, name: str, final: Path) -> NDArray[Any]:
     """One variable of one segment; a vanished or damaged segment is a DaqlabError."""
     try:
@@ -375,7 +371,7 @@ def _load(path: Path, name: str, final: Path) -> NDArray[Any]:
     except (OSError, KeyError) as exc:
         folder = path.parent
         if _consolidated(folder, final):
-            raise _consolidated_error(folder, final) from exc
+            raise _Consolidated(folder, final) from exc
         if isinstance(exc, FileNotFoundError) or not path.exists():
             raise StorageError(
                 errno.ENOENT, f"segment {path.name} of recording {folder} vanished while it was "
@@ -418,7 +414,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         guess = final or final_path_of(folder)
         if _consolidated(folder, guess):
-            raise _consolidated_error(folder, guess) from exc
+            raise _Consolidated(folder, guess) from exc
         if isinstance(exc, FileNotFoundError) and not folder.exists():
             raise StorageError(
                 errno.ENOENT, f"recording folder {folder} does not exist; check the path. A "
@@ -428,7 +424,11 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
         raise FormatError(f"{folder} is not a readable daqlab recording: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != "daqlab-recording":
         raise FormatError(f"{folder}/{_MANIFEST} does not describe a daqlab recording.")
-    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+    version = manifest.get("schema_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise FormatError(f"{folder}/{_MANIFEST} is damaged: schema_version {version!r} is not a whole "
+                          "number.")
+    if version > SCHEMA_VERSION:
         raise FormatError(
             f"{folder} was recorded with run schema version {manifest['schema_version']}; "
             f"this daqlab ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade daqlab."
@@ -443,7 +443,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
         listed = _segments(folder)
     except OSError as exc:  # the folder vanished while it was listed
         if _consolidated(folder, final):
-            raise _consolidated_error(folder, final) from exc
+            raise _Consolidated(folder, final) from exc
         raise StorageError(exc.errno or errno.EIO, f"cannot list the segments of recording "
                            f"{folder}: {exc}. Check that the folder is there and readable.") from exc
     segs = []
@@ -454,7 +454,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
                 times = np.asarray(f["time"][...])
         except (OSError, KeyError) as exc:
             if _consolidated(folder, final):
-                raise _consolidated_error(folder, final) from exc
+                raise _Consolidated(folder, final) from exc
             raise FormatError(f"segment {seg} of recording {folder} is unreadable: {exc}") from exc
         segs.append((seg, n, times))
     times = (np.concatenate([s[2] for s in segs]) if segs else np.empty(0, np.int64)).view(
@@ -483,7 +483,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
     # place now, it was in place for the listing too, and the listing was complete.
     if not is_recording(folder):
         if _consolidated(folder, final):
-            raise _consolidated_error(folder, final)
+            raise _Consolidated(folder, final)
         raise StorageError(
             errno.ENOENT, f"recording {folder} vanished while it was being read (moved or "
             "deleted); nothing was returned from it. Check where it went and open that."
@@ -503,8 +503,14 @@ def consolidate_recording(folder: Path, path: Path, *, compression: bool = False
 
     run = open_recording(folder, chunks={})
     # synchronous: this also runs at interpreter exit, when dask's thread pool is gone
-    with dask.config.set(scheduler="synchronous"):
-        save_netcdf(run, path, compression=compression)
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            save_netcdf(run, path, compression=compression)
+    except FormatError as exc:  # a run NetCDF cannot hold exactly (see _encode_time)
+        raise FormatError(
+            f"{exc} The recording is kept, whole, in {folder}: daqlab.open_run({str(path)!r}) opens "
+            "it; save it from there in another format or in parts."
+        ) from exc
     # hide the folder first (one atomic rename), so a crash while deleting it never
     # leaves a visible, partly deleted recording beside the complete file
     trash = temp_name(folder)

@@ -348,13 +348,6 @@ def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
             f"the seed HDF5 layout stores only the run schema's coordinates; this run also has "
             f"{extra}. Drop them first (run.drop_vars({extra!r})) or save as NetCDF."
         )
-    bad = [u for u in map(str, run["unit"].values) if _SURROGATE.search(u)]
-    if bad:  # (channel names like that fail validate)
-        raise ConfigurationError(
-            f"the unit(s) {bad[:5]} hold lone surrogates (text decoded from bytes that are not "
-            "UTF-8), which a run's unit coordinate cannot hold once reopened. Give valid text, "
-            "e.g. run.assign_coords(unit=('channel', [...]))."
-        )
     run = run.compute()
     calibrated = bool(run.attrs["calibrated"])
     has_raw = calibrated and "raw" in run.data_vars
