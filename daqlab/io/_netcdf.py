@@ -302,8 +302,7 @@ def _value_bytes(v: Any) -> int:
 
 
 def _attrs_bytes(attrs: dict[Any, Any]) -> int:
-    return sum(len(str(k)) + _value_bytes(v)
-               for k, v in attrs.items())
+    return sum(len(str(k)) + _value_bytes(v) for k, v in attrs.items())
 
 
 def _disk_bytes(ds: xr.Dataset) -> int:

@@ -339,14 +339,6 @@ def final_path_of(folder: Path, manifest: dict[str, Any] | None = None) -> Path:
     return folder.with_suffix(".nc")  # recordings from before "final_name" was kept
 
 
-def _consolidated(folder: Path, final: Path) -> bool:
-    """Whether ``folder`` is gone because :meth:`Recorder.close` turned it into ``final``."""
-    try:
-        return not is_recording(folder) and final.is_file()
-    except OSError:
-        return False
-
-
 class _Consolidated(StorageError):
     """The recording was consolidated into ``final`` while it was read (a StorageError)."""
 
@@ -363,6 +355,17 @@ class _Consolidated(StorageError):
         return (_Consolidated, (self.folder, self.final))
 
 
+def _raise_if_consolidated(folder: Path, final: Path, cause: BaseException | None = None) -> None:
+    """Raise :class:`_Consolidated` if ``folder`` is gone because :meth:`Recorder.close` turned
+    it into ``final`` (a read of it failed, or may have missed segments, for that reason)."""
+    try:
+        done = not is_recording(folder) and final.is_file()
+    except OSError:
+        done = False
+    if done:
+        raise _Consolidated(folder, final) from cause
+
+
 def _load(path: Path, name: str, final: Path) -> NDArray[Any]:
     """One variable of one segment; a vanished or damaged segment is a DaqlabError."""
     try:
@@ -370,8 +373,7 @@ def _load(path: Path, name: str, final: Path) -> NDArray[Any]:
             return np.asarray(f[name][...])
     except (OSError, KeyError) as exc:
         folder = path.parent
-        if _consolidated(folder, final):
-            raise _Consolidated(folder, final) from exc
+        _raise_if_consolidated(folder, final, exc)
         if isinstance(exc, FileNotFoundError) or not path.exists():
             raise StorageError(
                 errno.ENOENT, f"segment {path.name} of recording {folder} vanished while it was "
@@ -413,8 +415,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
         manifest = json.loads((folder / _MANIFEST).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         guess = final or final_path_of(folder)
-        if _consolidated(folder, guess):
-            raise _Consolidated(folder, guess) from exc
+        _raise_if_consolidated(folder, guess, exc)
         if isinstance(exc, FileNotFoundError) and not folder.exists():
             raise StorageError(
                 errno.ENOENT, f"recording folder {folder} does not exist; check the path. A "
@@ -442,8 +443,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
     try:
         listed = _segments(folder)
     except OSError as exc:  # the folder vanished while it was listed
-        if _consolidated(folder, final):
-            raise _Consolidated(folder, final) from exc
+        _raise_if_consolidated(folder, final, exc)
         raise StorageError(exc.errno or errno.EIO, f"cannot list the segments of recording "
                            f"{folder}: {exc}. Check that the folder is there and readable.") from exc
     segs = []
@@ -453,8 +453,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
                 n = f["time"].shape[0]
                 times = np.asarray(f["time"][...])
         except (OSError, KeyError) as exc:
-            if _consolidated(folder, final):
-                raise _Consolidated(folder, final) from exc
+            _raise_if_consolidated(folder, final, exc)
             raise FormatError(f"segment {seg} of recording {folder} is unreadable: {exc}") from exc
         segs.append((seg, n, times))
     times = (np.concatenate([s[2] for s in segs]) if segs else np.empty(0, np.int64)).view(
@@ -482,8 +481,7 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
     # any read failing; every segment was read by its path, so if the folder is still in
     # place now, it was in place for the listing too, and the listing was complete.
     if not is_recording(folder):
-        if _consolidated(folder, final):
-            raise _Consolidated(folder, final)
+        _raise_if_consolidated(folder, final)
         raise StorageError(
             errno.ENOENT, f"recording {folder} vanished while it was being read (moved or "
             "deleted); nothing was returned from it. Check where it went and open that."
