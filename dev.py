@@ -12,6 +12,7 @@ Chromium) with apt-get when they are missing and this user may install them.
 
 from __future__ import annotations
 
+import ctypes.util
 import hashlib
 import os
 import shutil
@@ -28,6 +29,8 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # command the tests run -> Debian package that provides it
 SYSTEM_TOOLS = {"ncdump": "netcdf-bin", "h5dump": "hdf5-tools", "h5clear": "hdf5-tools",
                 "chromium": "chromium"}
+# shared library the tests load (cfchecker reads units through UDUNITS-2) -> Debian package
+SYSTEM_LIBS = {"udunits2": "libudunits2-0"}
 
 
 def say(msg: str) -> None:
@@ -56,6 +59,7 @@ def ensure_venv(extra: str) -> None:
 
 def ensure_system_tools() -> None:
     missing = {tool: pkg for tool, pkg in SYSTEM_TOOLS.items() if shutil.which(tool) is None}
+    missing |= {f"lib{lib}": pkg for lib, pkg in SYSTEM_LIBS.items() if ctypes.util.find_library(lib) is None}
     if not missing:
         return
     pkgs = sorted(set(missing.values()))
