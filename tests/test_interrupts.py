@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,6 +97,24 @@ def test_interpreter_exit_saves_the_run(tmp_path: Path) -> None:
     _saved_run(out)
 
 
+def test_interpreter_exit_without_recording_writes_nothing(tmp_path: Path) -> None:
+    """record=False: exit saves no ring buffer (notebook kernels wrote 19-52 MB each time)."""
+    out = tmp_path / "out"
+    code = START.replace('autosave_interval=None)', 'autosave_interval=None, record=False)').replace(
+        "sub = dm.subscribe(kinds=dl.events.Recorded)\nassert sub.get(timeout=30) is not None, "
+        '"nothing recorded"',
+        "sub = dm.subscribe(kinds=dl.events.NewData)\nassert sub.get(timeout=30) is not None")
+    assert "record=False" in code and "NewData" in code
+    proc = _spawn(code + "time.sleep(0.2)\n", out)
+    try:
+        _wait_ready(proc)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
+
+
 @pytest.mark.timeout(180)
 def test_kernel_interrupt_checkpoints_and_shutdown_saves(tmp_path: Path) -> None:
     """In a real ipykernel: Ctrl-C in a running cell saves the datasets, acquisition goes on,
@@ -109,16 +129,7 @@ def test_kernel_interrupt_checkpoints_and_shutdown_saves(tmp_path: Path) -> None
         kc.wait_for_ready(timeout=60)
 
         def run(code: str, timeout: float = 60) -> dict[str, object]:
-            msg_id = kc.execute(code)
-            while True:
-                try:
-                    msg = kc.get_iopub_msg(timeout=timeout)
-                except queue.Empty:
-                    pytest.fail(f"kernel did not finish {code!r}")
-                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
-                        and msg["content"]["execution_state"] == "idle":
-                    reply: dict[str, object] = kc.get_shell_msg(timeout=timeout)["content"]
-                    return reply
+            return _shell_reply(kc, kc.execute(code), timeout)
 
         reply = run(textwrap.dedent(f"""
             import daqlab as dl
@@ -132,7 +143,7 @@ def test_kernel_interrupt_checkpoints_and_shutdown_saves(tmp_path: Path) -> None
         # let the cell get going, then Ctrl-C it (the kernel's interrupt is a SIGINT)
         wait_for(lambda: _busy(kc, msg_id), 30, "the long cell to start")
         km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=60)["content"]
+        reply = _shell_reply(kc, msg_id, 60)
         assert reply["status"] == "error"
         assert reply["ename"] == "KeyboardInterrupt"
         wait_for(lambda: any(out.glob("cell-*.nc")), 30, "the dataset checkpoint after Ctrl-C")
@@ -158,6 +169,20 @@ def test_kernel_interrupt_checkpoints_and_shutdown_saves(tmp_path: Path) -> None
     final = dl.open_run(next(out.glob("cell-*.nc")))
     assert final.sizes["time"] >= first.sizes["time"]
     assert not list(out.glob("*.daqrec"))
+
+
+def _shell_reply(kc: Any, msg_id: str, timeout: float) -> dict[str, object]:
+    """The shell reply to our own request ``msg_id``: under load an earlier reply may still be queued."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = kc.get_shell_msg(timeout=left)
+        except queue.Empty:
+            break
+        if msg["parent_header"].get("msg_id") == msg_id:
+            content: dict[str, object] = msg["content"]
+            return content
+    pytest.fail(f"no shell reply to request {msg_id} within {timeout} s")
 
 
 def _busy(kc: object, msg_id: str) -> bool:
