@@ -75,7 +75,13 @@ class AcquisitionConfig:
     output_dir: Path = Path("daqlab-runs")
     """Where recordings, datasets and auto-saves go (created when needed)."""
     record: bool = True
-    """Attach a recorder to every source, writing every sample to disk."""
+    """Attach a recorder to every source, writing every sample to disk.
+
+    With ``record=False`` nothing is written unless asked for: ``stop()``, Ctrl-C,
+    interpreter exit and kernel shutdown save only the datasets made with
+    :meth:`DataManager.create_dataset`; the ring buffers stay in memory
+    (``snapshot()`` still works after ``stop()``) and are saved only by an explicit
+    ``daqlab.save(manager.snapshot(), path)``."""
     compression: bool = False
     """Compress saved files (zlib with shuffle: 2-4x smaller, much slower)."""
     max_memory_usage_mb: float = 1024.0
@@ -434,17 +440,8 @@ class DataManager:
             for rec in self.recorders.values():
                 if rec.error is None:
                     attempt(functools.partial(rec.close, compression=self.config.compression))
-            if not self.config.record:
-                for n, buf in self.buffers.items():
-                    if buf.written:
-                        attempt(functools.partial(self._save_buffer, n, buf))
         if failures:
             raise failures[0]
-
-    def _save_buffer(self, name: str, buf: RingBuffer) -> Path:
-        self.config.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config.output_dir / f"{self._started_at}-{self.name}-{name}-{buf.id[:8]}.nc"
-        return save(buf.latest(), path, overwrite=True, compression=self.config.compression)
 
     def __enter__(self) -> DataManager:
         """Start (unless running already); leaving the block stops and saves, also on errors."""

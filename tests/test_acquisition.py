@@ -642,14 +642,12 @@ def test_without_a_recorder_a_lost_start_raises_naming_the_missing_span(tmp_path
     assert "old" in str(info.value)
     # a dataset still in the ring exports fine
     assert dl.open_run(dm.export_dataset(new)).sizes["time"] == 30
-    # stop() must still save everything it can: the other dataset and the buffer
+    # stop() must still save everything it can: the other dataset (record=False: not the buffer)
     with pytest.raises(dl.DataRangeError):
         dm.stop()
     assert not running(dm)
     assert dl.open_run(dm.datasets[new].path or tmp_path).sizes["time"] == 30
-    buffer_files = [p for p in dm.saved if p not in {d.path for d in dm.datasets.values()}]
-    assert len(buffer_files) == 1, f"the buffer was not saved on stop: {dm.saved}"
-    assert dl.open_run(buffer_files[0]).sizes["time"] == 100
+    assert dm.saved == [dm.datasets[new].path], dm.saved
 
 
 @pytest.mark.parametrize("record", [False, True], ids=["buffer-only", "recorded"])
@@ -749,15 +747,30 @@ def test_several_sources_each_get_a_buffer_and_a_recording(tmp_path: Path) -> No
     assert not [p for p in files_under(tmp_path) if p.name.startswith(".") or p.is_dir()]
 
 
-def test_without_recording_stop_saves_the_buffer(tmp_path: Path) -> None:
+def test_without_recording_stop_writes_nothing_unasked(tmp_path: Path) -> None:
+    """record=False: stop() saves no buffer (the word says so); the ring stays in memory."""
     src = Simulated(["a"], 1000.0, paced=False, duration=0.3, seed=4)
     with manager(src, tmp_path, record=False) as dm:
         assert dm.wait(timeout=10.0)
-    [path] = dm.saved
-    run = dl.open_run(path)
+    assert dm.saved == []
+    assert files_under(tmp_path) == []
+    run = dm.snapshot()  # still there after stop(), for an explicit save
     assert run.sizes["time"] == 300
     assert run.attrs["metadata"]["source"]["type"] == "daqlab.sources.Simulated"
-    assert not [p for p in files_under(tmp_path) if p.name.startswith(".")]
+    path = dl.save(run, tmp_path / "kept.nc")
+    assert dl.open_run(path).sizes["time"] == 300
+
+
+def test_without_recording_stop_saves_the_datasets_asked_for(tmp_path: Path) -> None:
+    src = Push(["a", "b"], 1000.0)
+    with manager(src, tmp_path, record=False) as dm:
+        did = dm.create_dataset("kept", ["b"])
+        feed_and_wait(dm, src, 40)
+    path = dm.datasets[did].path
+    assert path is not None
+    assert dm.saved == [path]
+    assert files_under(tmp_path) == [path]
+    assert dl.open_run(path).sizes["time"] == 40
 
 
 def test_autosave_writes_datasets_before_stop(tmp_path: Path) -> None:
