@@ -104,7 +104,8 @@ def test_interpreter_exit_without_recording_writes_nothing(tmp_path: Path) -> No
         "sub = dm.subscribe(kinds=dl.events.Recorded)\nassert sub.get(timeout=30) is not None, "
         '"nothing recorded"',
         "sub = dm.subscribe(kinds=dl.events.NewData)\nassert sub.get(timeout=30) is not None")
-    assert "record=False" in code and "NewData" in code
+    assert "record=False" in code
+    assert "NewData" in code
     proc = _spawn(code + "time.sleep(0.2)\n", out)
     try:
         _wait_ready(proc)
