@@ -71,17 +71,18 @@ class DataRangeError(DaqlabError, IndexError):
 class SchemaError(DaqlabError, ValueError):
     """A run does not follow the daqlab run schema.
 
-    ``problems`` lists every problem found, one sentence each.
+    ``problems`` lists every problem found, one sentence each; ``hint`` says how
+    to fix them (by default: build runs with ``daqlab.make_run``).
     """
 
-    def __init__(self, problems: Iterable[str], *, what: str = "run") -> None:
+    def __init__(self, problems: Iterable[str], *, what: str = "run",
+                 hint: str = "Build runs with daqlab.make_run(...) or fix the items above.") -> None:
         self.problems: tuple[str, ...] = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         n = len(self.problems)
         super().__init__(
             f"this {what} does not follow the daqlab run schema "
-            f"({n} problem{'s' if n != 1 else ''}):\n{lines}\n"
-            "Build runs with daqlab.make_run(...) or fix the items above."
+            f"({n} problem{'s' if n != 1 else ''}):\n{lines}\n{hint}"
         )
 
 

@@ -117,6 +117,9 @@ def test_open_runs_refuses_mismatches_and_overlaps(tmp_path: Path) -> None:
         dl.open_runs([a, overlap, other])
     text = str(info.value)
     assert "overlap in time" in text and "channels ['zz'] differ" in text  # noqa: PT018
+    # the hint is about choosing files, not about building runs with make_run
+    assert "make_run" not in text
+    assert "follow one another in time" in text
     with pytest.raises(dl.StorageError, match="no files match"):
         dl.open_runs(str(tmp_path / "nothing-*.nc"))
 

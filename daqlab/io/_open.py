@@ -187,7 +187,9 @@ def open_runs(
             problems.append(f"{pb.name} starts ({b['time'].values[0]}) before {pa.name} ends "
                             f"({a['time'].values[-1]}): the runs overlap in time")
     if problems:
-        raise SchemaError(problems, what="set of runs")
+        raise SchemaError(problems, what="set of runs", hint=(
+            "open_runs joins runs of the same channels that follow one another in time: give it "
+            "only such files (a narrower glob, e.g. one recording's files), or open each with open_run."))
     combined = xr.concat(runs, dim="time", data_vars="all", coords="minimal", compat="override",
                          combine_attrs="override", join="exact")
     attrs = dict(first.attrs)
