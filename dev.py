@@ -28,7 +28,8 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
 # command the tests run -> Debian package that provides it
 SYSTEM_TOOLS = {"ncdump": "netcdf-bin", "h5dump": "hdf5-tools", "h5clear": "hdf5-tools",
-                "chromium": "chromium"}
+                "chromium": "chromium", "ncks": "nco", "gdalinfo": "gdal-bin", "cdo": "cdo",
+                "Rscript": "r-cran-ncdf4"}
 # shared library the tests load (cfchecker reads units through UDUNITS-2) -> Debian package
 SYSTEM_LIBS = {"udunits2": "libudunits2-0"}
 
