@@ -77,7 +77,11 @@ def ensure_system_tools() -> None:
 
 def cmd_demo(args: list[str]) -> int:
     ensure_venv("")
-    return run(BIN / "daqlab", "demo", *args, check=False)
+    code = run(BIN / "daqlab", "demo", *args, check=False)
+    if code == 0 and "-h" not in args and "--help" not in args:
+        say(f"daqlab is installed in {VENV}: run `source {VENV.relative_to(ROOT)}/bin/activate` to put "
+            f"the daqlab command on your PATH (or call {BIN.relative_to(ROOT) / 'daqlab'} directly)")
+    return code
 
 
 def cmd_test(args: list[str]) -> int:
