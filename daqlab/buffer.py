@@ -8,6 +8,7 @@ count and the jump in ``times``); nothing is stitched silently.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 import uuid
@@ -25,16 +26,200 @@ from daqlab.model import Channel, ChannelLike, Quality, to_channels, to_datetime
 from daqlab.run import (
     assemble_run,
     check_sample_rate,
+    datetime64_ns,
     flag_quality,
     run_attrs,
     sample_times,
 )
 
-__all__ = ["Block", "Reader", "RingBuffer"]
+__all__ = ["Block", "Reader", "RingBuffer", "block_quality", "block_times", "block_values", "paced_times"]
 
 _F8 = np.dtype(np.float64)
 _NS = np.dtype("datetime64[ns]")
+_I8 = np.dtype(np.int64)
 _NAT = np.iinfo(np.int64).min
+_I8_MAX = np.iinfo(np.int64).max
+
+# Block checks shared by RingBuffer.push and sources.Push.feed: one contract for a block.
+_VALUE_HINTS = {
+    "b": "Bool is not a measurement; pass values.astype(float) if 0/1 is meant.",
+    "c": "Samples are real numbers; pass values.real, values.imag or np.abs(values).",
+    "U": "Parse the text into numbers first, e.g. np.asarray(values, dtype=float).",
+    "S": "Decode and parse the bytes into numbers first.",
+    "M": "Timestamps are not values; pass them as times=.",
+    "m": "Durations are not values; pass e.g. values / np.timedelta64(1, 's').",
+    "V": "Pass a plain numeric array, e.g. a field of the structured array.",
+}
+_TIME_HINTS = {
+    "f": ("Float times are refused: daqlab does not guess whether they are seconds or "
+          "nanoseconds. Convert seconds since the epoch with np.round(t * 1e9).astype('int64') "
+          "or give datetime64 values."),
+    "O": "Convert datetime objects with np.asarray(times, dtype='datetime64[ns]').",
+    "U": "Parse ISO 8601 text with np.asarray(times, dtype='datetime64[ns]').",
+    "S": "Decode and parse the bytes, e.g. np.asarray(times.astype(str), dtype='datetime64[ns]').",
+    "m": "These are durations: add them to a start, e.g. np.datetime64('2024-01-01', 'ns') + times.",
+}
+
+
+def _as_array(x: ArrayLike, label: str, what: str) -> NDArray[Any]:
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        raise ShapeError(f"{what}: {label} must not be a masked array with masked entries; "
+                         f"fill them first, e.g. {label}.filled(...).")
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged nested lists, odd objects
+        raise ShapeError(
+            f"{what}: {label} must be a rectangular array; numpy could not make one ({exc}). "
+            "Give every row the same length (pad missing samples with NaN)."
+        ) from None
+
+
+def _is_real(x: object) -> bool:
+    return x is None or (isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)))
+
+
+def block_values(
+    values: ArrayLike, channels: int, *, what: str = "push", copy: bool = False
+) -> NDArray[np.float64]:
+    """``values`` as a float64 ``(channels, n)`` block, or a :class:`~daqlab.ShapeError`.
+
+    Takes real numbers (any int or float dtype; ``None`` and masked entries become
+    NaN) shaped ``(channels, n)``, or ``(channels,)`` for one sample. Refuses bool,
+    complex, text, bytes, datetime values and ragged lists. A float64 array of the
+    right shape is returned as is unless ``copy``; the result never shares memory
+    with the input when ``copy`` is true.
+
+    >>> block_values([1, 2], 2).tolist()
+    [[1.0], [2.0]]
+    """
+    v: NDArray[Any]
+    if isinstance(values, np.ma.MaskedArray) and values.dtype.kind in "iuf":
+        v = np.ma.filled(values.astype(np.float64), np.nan)  # a masked sample is a missing one
+    else:
+        v = values if type(values) is np.ndarray else _as_array(values, "values", what)
+    kind = v.dtype.kind
+    if kind == "O":
+        flat = v.ravel()
+        ok = np.fromiter((_is_real(x) for x in flat), dtype=bool, count=flat.size)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise ShapeError(
+                f"{what} takes numeric values (real numbers); got {type(flat[i]).__name__} {flat[i]!r} "
+                f"at flat index {i}. Convert the values to numbers (None is taken as NaN)."
+            )
+        v = v.astype(np.float64)
+    elif kind not in "iuf":
+        raise ShapeError(
+            f"{what} takes numeric values (an int or float dtype); got dtype {v.dtype}. "
+            + _VALUE_HINTS.get(kind, "")
+        )
+    if v.ndim != 2 or v.shape[0] != channels:
+        if v.ndim == 1 and v.shape[0] == channels:
+            v = v[:, np.newaxis]
+        else:
+            raise ShapeError(
+                f"{what} takes (channels,) for one sample or (channels, n) for a block, with "
+                f"{channels} channel(s); got shape {v.shape}."
+                + (" It looks transposed: pass values.T."
+                   if v.ndim == 2 and v.shape[1] == channels else "")
+            )
+    out = v.astype(np.float64, copy=False)
+    if copy and isinstance(values, np.ndarray) and np.may_share_memory(out, values):
+        out = out.copy()
+    return out
+
+
+def block_times(times: ArrayLike, n: int, *, what: str = "push", copy: bool = False) -> NDArray[np.int64]:
+    """``times`` as int64 nanoseconds since the epoch, one per sample, non-decreasing, no NaT.
+
+    Takes ``datetime64`` (any unit; dates outside ``datetime64[ns]``'s range are
+    refused) or integer nanoseconds since the Unix epoch. Float times are
+    refused rather than guessed: convert seconds with
+    ``np.round(t * 1e9).astype('int64')``. Raises :class:`~daqlab.ShapeError`.
+
+    >>> block_times(np.array(["2024-01-01"], "datetime64[s]"), 1).tolist()
+    [1704067200000000000]
+    """
+    src = times if type(times) is np.ndarray else _as_array(times, "times", what)
+    dtype = src.dtype
+    t = src.view(np.int64) if dtype == _NS else src if dtype == _I8 else _times_as_int64(src, what)
+    if t.shape != (n,):
+        t = np.atleast_1d(t)
+        if t.shape != (n,):
+            raise ShapeError(f"{what}: times must have shape ({n},), one per sample; got {t.shape}.")
+    if n > 1:
+        back = t[1:] < t[:-1]  # compared, not subtracted: a difference can overflow int64
+        if back.any():
+            if (t == _NAT).any():
+                raise ShapeError(f"{what}: times hold NaT; every sample needs a timestamp.")
+            i = int(np.argmax(back))
+            raise ShapeError(
+                f"{what}: times must be non-decreasing within a block; sample {i + 1} "
+                f"({t[i + 1:i + 2].view(_NS)[0]}) is before sample {i} ({t[i:i + 1].view(_NS)[0]}). "
+                "Sort the block by time first."
+            )
+    # NaT is the smallest int64: in a non-decreasing block it can only hide at the front
+    if n and t[0] == _NAT:
+        raise ShapeError(f"{what}: times hold NaT; every sample needs a timestamp.")
+    if copy and isinstance(times, np.ndarray) and np.may_share_memory(t, times):
+        t = t.copy()
+    return t
+
+
+def _times_as_int64(t: NDArray[Any], what: str) -> NDArray[np.int64]:
+    kind = t.dtype.kind
+    if kind == "M":
+        return datetime64_ns(t, what="times").view(np.int64)
+    if kind == "i":
+        return t.astype(np.int64, copy=False)
+    if kind == "u":
+        if t.size and int(t.max()) > _I8_MAX:
+            raise ShapeError(
+                f"{what}: integer times are nanoseconds since the epoch and must fit int64; got "
+                f"{int(t.max())}, past datetime64[ns]'s end (2262-04-11). Check the unit."
+            )
+        return t.astype(np.int64)
+    raise ShapeError(
+        f"{what}: times must be datetime64 or integer nanoseconds since the Unix epoch; "
+        f"got dtype {t.dtype}. " + _TIME_HINTS.get(kind, "")
+    )
+
+
+def block_quality(
+    quality: ArrayLike, shape: tuple[int, int], *, what: str = "push"
+) -> NDArray[np.int8]:
+    """``quality`` as int8 flags 0..3 (:class:`~daqlab.Quality`) of the values' ``shape``.
+
+    ``(channels,)`` is taken for a one-sample block. Raises :class:`~daqlab.ShapeError`.
+    The result is a new array unless ``quality`` was an int8 array already.
+    """
+    q = quality if type(quality) is np.ndarray else _as_array(quality, "quality", what)
+    if q.ndim == 1 and shape[1] == 1 and q.shape[0] == shape[0]:
+        q = q[:, np.newaxis]
+    if q.shape != shape:
+        raise ShapeError(f"{what}: quality must have the shape of values {shape}; got {q.shape}.")
+    allowed = [int(x) for x in Quality]
+    if q.dtype.kind not in "iu":
+        raise ShapeError(
+            f"{what}: quality must hold integers {allowed} (daqlab.Quality); got dtype {q.dtype}. "
+            "Pass e.g. np.full(values.shape, daqlab.Quality.GOOD, dtype='int8')."
+        )
+    if q.size and (q.min() < 0 or q.max() > max(allowed)):
+        bad = np.unique(q[(q < 0) | (q > max(allowed))])[:5].tolist()
+        raise ShapeError(f"{what}: quality must hold integers {allowed} (daqlab.Quality); got {bad}.")
+    return q.astype(np.int8, copy=False)
+
+
+def paced_times(start_ns: int, first_index: int, n: int, sample_rate: float,
+                *, what: str = "push") -> NDArray[np.int64]:
+    """int64 stamps ``start + k / rate`` for ``k = first_index ..``; ShapeError past the year 2262."""
+    if n and start_ns + (first_index + n) * (1e9 / sample_rate) > _I8_MAX:
+        raise ShapeError(
+            f"{what}: stamping {n} sample(s) at {sample_rate} Hz after "
+            f"{np.int64(start_ns).view(_NS)} would pass datetime64[ns]'s end (2262-04-11); "
+            "give explicit times, or check the times given before."
+        )
+    return sample_times(start_ns, first_index, n, sample_rate).view(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,17 +293,31 @@ class RingBuffer:
         self.capacity = int(capacity)
         self.sample_rate = check_sample_rate(sample_rate)
         c = self._c = len(self.channels)
-        self._values = np.zeros((c, self.capacity), dtype=np.float64)
-        self._quality = np.zeros((c, self.capacity), dtype=np.int8)
-        self._times = np.zeros(self.capacity, dtype=np.int64)
+        try:
+            self._values = np.zeros((c, self.capacity), dtype=np.float64)
+            self._quality = np.zeros((c, self.capacity), dtype=np.int8)
+            self._times = np.zeros(self.capacity, dtype=np.int64)
+        except (MemoryError, ValueError):  # ValueError: numpy's "array is too big"
+            raise ConfigurationError(
+                f"capacity={self.capacity} samples x {c} channel(s) needs "
+                f"{(9 * c + 8) * self.capacity / 1e9:.3g} GB, more than this machine can give. "
+                "Lower capacity (a few seconds' worth is enough) and record to keep the rest."
+            ) from None
         self._cond = threading.Condition(threading.Lock())
         self._written = 0
         self._first = 0  # oldest index not cleared
         self._last_time: int | None = None
-        self._start_ns: int | None = (
-            None if start is None else int(to_datetime64(start, what="start").astype(np.int64))
-        )
+        self._start_ns: int | None = None
         self._auto_base = 0  # index that auto-stamps count from
+        self._auto_stop = 0
+        if start is not None:
+            t0 = to_datetime64(start, what="start")
+            if np.isnat(t0):
+                raise ConfigurationError(
+                    f"start must be a date, not NaT; got {start!r}. Leave it out (None) to "
+                    "start at the wall-clock time of the first push."
+                )
+            self._set_auto_origin(int(t0.astype(np.int64)), 0)
         self._closed = False
         self._overflow = 0
         self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
@@ -171,17 +370,25 @@ class RingBuffer:
     ) -> int:
         """Append one sample ``(channels,)`` or a block ``(channels, n)``.
 
-        Returns the write-counter index of the first sample pushed. ``times``
-        (``datetime64`` or integer ns since the epoch, non-decreasing) default to
-        ``start + k / sample_rate``. Blocks larger than the capacity keep their
-        newest ``capacity`` samples.
+        Returns the write-counter index of the first sample pushed. ``values`` are
+        real numbers (int or float; bool, complex and text are refused).
+        ``times`` are ``datetime64`` (any unit within ``datetime64[ns]``'s range)
+        or integer ns since the epoch, non-decreasing, without NaT; float times
+        are refused (seconds: ``np.round(t * 1e9).astype('int64')``). They
+        default to ``start + k / sample_rate``. ``quality`` holds
+        :class:`~daqlab.Quality` flags 0..3 in the shape of ``values``. A block
+        that fails a check raises :class:`~daqlab.ShapeError` and leaves the
+        buffer as it was. Blocks larger than the capacity keep their newest
+        ``capacity`` samples.
         """
-        v = values if type(values) is np.ndarray and values.dtype == _F8 else self._as_values(values)
-        if v.ndim != 2 or v.shape[0] != self._c:
-            v = self._reshape_values(v)
+        if (type(values) is np.ndarray and values.dtype == _F8 and values.ndim == 2
+                and values.shape[0] == self._c):
+            v = values  # the fast path: no conversion, no copy
+        else:
+            v = block_values(values, self._c)
         n = v.shape[1]
-        t = None if times is None else self._check_times(times, n)
-        q = None if quality is None else self._check_quality(quality, v.shape)
+        t = None if times is None else block_times(times, n)
+        q = None if quality is None else block_quality(quality, (self._c, n))
         if self._closed:
             raise ConfigurationError("this RingBuffer is closed; create a new one to push again.")
         with self._cond:
@@ -219,69 +426,25 @@ class RingBuffer:
             self._cond.notify_all()
             return w
 
-    def _as_values(self, values: ArrayLike) -> NDArray[np.float64]:
-        try:
-            return np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ShapeError(f"push takes numeric values; could not convert them to float64: {exc}") from None
-
-    def _reshape_values(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
-        c = self._c
-        if v.ndim == 1 and v.shape[0] == c:
-            return v[:, np.newaxis]
-        raise ShapeError(
-            f"push takes (channels,) for one sample or (channels, n) for a block, with "
-            f"{c} channel(s); got shape {v.shape}."
-            + (" It looks transposed: pass values.T." if v.ndim == 2 and v.shape[1] == c else "")
-        )
-
     def _auto_times(self, w: int, n: int) -> NDArray[np.int64]:
         """``start + k / rate`` for samples ``w .. w + n - 1`` (call with the lock held)."""
         if self._start_ns is None:
-            self._start_ns = time.time_ns()
-            self._auto_base = w
+            self._set_auto_origin(time.time_ns(), w)
+        assert self._start_ns is not None
+        if w + n > self._auto_stop:  # past 2262: paced_times raises, naming it
+            paced_times(self._start_ns, w - self._auto_base, n, self.sample_rate)
         t = sample_times(self._start_ns, w - self._auto_base, n, self.sample_rate).view(np.int64)
         if self._last_time is not None and n and t[0] < self._last_time:
             # explicit times ran ahead of the nominal clock: continue from the last one
-            self._start_ns, self._auto_base = self._last_time, w - 1
-            t = sample_times(self._start_ns, 1, n, self.sample_rate).view(np.int64)
+            t = paced_times(self._last_time, 1, n, self.sample_rate)
+            self._set_auto_origin(self._last_time, w - 1)
         return t
 
-    def _check_times(self, times: ArrayLike, n: int) -> NDArray[np.int64]:
-        t = times if type(times) is np.ndarray else np.asarray(times)
-        if t.dtype == _NS:
-            t = t.view(np.int64)
-        elif t.dtype.kind == "M":
-            t = t.astype("datetime64[ns]").view(np.int64)
-        elif t.dtype.kind in "iu":
-            t = t.astype(np.int64, copy=False)
-        else:
-            raise ShapeError(
-                f"times must be datetime64 or integer nanoseconds since the Unix epoch; got "
-                f"dtype {t.dtype}. Convert seconds with (t * 1e9).astype('int64')."
-            )
-        if t.shape != (n,):
-            t = np.atleast_1d(t)
-            if t.shape != (n,):
-                raise ShapeError(f"times must have shape ({n},), one per sample; got {t.shape}.")
-        if n > 1 and (t[1:] < t[:-1]).any():
-            raise ShapeError("times must be non-decreasing within a block; sort the block first.")
-        # NaT is the smallest int64: in a non-decreasing block it can only hide at the front
-        if n and t[0] == _NAT:
-            raise ShapeError("times hold NaT; every sample needs a timestamp.")
-        return t
-
-    def _check_quality(self, quality: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int8]:
-        q = np.asarray(quality)
-        if q.ndim == 1 and shape[1] == 1:
-            q = q[:, np.newaxis]
-        if q.shape != shape:
-            raise ShapeError(f"quality must have the shape of values {shape}; got {q.shape}.")
-        if q.dtype.kind not in "iu" or (q.size and (q.min() < 0 or q.max() > max(Quality))):
-            raise ShapeError(
-                f"quality must hold integers {[int(x) for x in Quality]} (daqlab.Quality)."
-            )
-        return q.astype(np.int8, copy=False)
+    def _set_auto_origin(self, start_ns: int, base: int) -> None:
+        """Auto-stamps count from ``start_ns`` at write index ``base``."""
+        self._start_ns, self._auto_base = start_ns, base
+        # the write index whose stamp would pass int64 ns: one int comparison per push
+        self._auto_stop = base + int((_I8_MAX - start_ns) * self.sample_rate / 1e9)
 
     def clear(self) -> None:
         """Drop every sample held. The write counter goes on; readers skip the dropped span.

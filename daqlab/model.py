@@ -40,6 +40,19 @@ class Quality(IntEnum):
         return " ".join(q.name.lower() for q in cls)
 
 
+def _in_ns_range(value: np.datetime64, what: str) -> np.datetime64:
+    out: np.datetime64 = value.astype("datetime64[ns]")
+    unit = np.datetime_data(value.dtype)[0]
+    # numpy wraps a coarse date outside the nanosecond range around without a word
+    if unit in ("Y", "M", "W", "D", "h", "m", "s", "ms", "us") and not np.isnat(value) \
+            and out.astype(value.dtype) != value:
+        raise ConfigurationError(
+            f"{what} {value} lies outside the range of datetime64[ns] (1677-09-21 to "
+            "2262-04-11) that daqlab stamps samples in; check the date."
+        )
+    return out
+
+
 def to_datetime64(value: Any, *, what: str = "time") -> np.datetime64:
     """Convert a datetime-like to ``datetime64[ns]`` (UTC); ``None`` gives NaT.
 
@@ -53,10 +66,9 @@ def to_datetime64(value: Any, *, what: str = "time") -> np.datetime64:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(_dt.UTC).replace(tzinfo=None)
-        return np.datetime64(value, "ns")
+        return _in_ns_range(np.datetime64(value, "us"), what)
     if isinstance(value, _dt.date):
-        day: np.datetime64 = np.datetime64(value, "D").astype("datetime64[ns]")
-        return day
+        return _in_ns_range(np.datetime64(value, "D"), what)
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in ("now", "today"):  # numpy accepts these words; ISO 8601 does not
@@ -69,12 +81,13 @@ def to_datetime64(value: Any, *, what: str = "time") -> np.datetime64:
             except ValueError:
                 pass
         try:
-            return np.datetime64(text, "ns")
+            parsed = np.datetime64(text)
         except ValueError:
             pass
+        else:
+            return _in_ns_range(parsed, what)
     elif isinstance(value, np.datetime64):
-        out: np.datetime64 = value.astype("datetime64[ns]")
-        return out
+        return _in_ns_range(value, what)
     raise ConfigurationError(
         f"{what} must be a datetime, a date, an ISO 8601 string or numpy.datetime64; "
         f"got {value!r} ({type(value).__name__}). "

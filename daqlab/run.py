@@ -47,6 +47,7 @@ __all__ = [
     "check_metadata",
     "check_sample_rate",
     "coords_in_memory",
+    "datetime64_ns",
     "empty_run",
     "flag_quality",
     "iso_utc",
@@ -163,6 +164,26 @@ _COARSER_THAN_NS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us")
 _NS_RANGE = "1677-09-21T00:12:43.145224193 to 2262-04-11T23:47:16.854775807"
 
 
+def datetime64_ns(arr: NDArray[np.datetime64], *, what: str = "times") -> NDArray[np.datetime64]:
+    """``arr`` (any ``datetime64`` unit) as ``datetime64[ns]``; ShapeError where a date does not fit.
+
+    >>> datetime64_ns(np.array(["2024-01-01"], "datetime64[D]"))
+    array(['2024-01-01T00:00:00.000000000'], dtype='datetime64[ns]')
+    """
+    ns = arr.astype("datetime64[ns]")
+    if arr.dtype != ns.dtype and np.datetime_data(arr.dtype)[0] in _COARSER_THAN_NS:
+        # numpy wraps a coarse time outside the nanosecond range around without a word
+        outside = ~np.isnat(arr) & (ns.astype(arr.dtype) != arr)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ShapeError(
+                f"{what} hold {int(outside.sum())} value(s) outside the range of datetime64[ns] "
+                f"({_NS_RANGE}), the first {arr.flat[i]} at index {i}; daqlab stamps samples "
+                "in nanoseconds. Check the dates (a wrong unit or epoch?)."
+            )
+    return ns
+
+
 def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
     arr = np.asarray(times)
     if arr.size == 0 and arr.ndim == 1:
@@ -181,18 +202,7 @@ def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
                 ".view('datetime64[ns]'), or pass start=... and let daqlab stamp them."
             )
         arr = pd.DatetimeIndex(idx).tz_localize(None).to_numpy()
-    ns = arr.astype("datetime64[ns]")
-    if arr.dtype != ns.dtype and np.datetime_data(arr.dtype)[0] in _COARSER_THAN_NS:
-        # numpy wraps a coarse time outside the nanosecond range around without a word
-        outside = ~np.isnat(arr) & (ns.astype(arr.dtype) != arr)
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise ShapeError(
-                f"times hold {int(outside.sum())} value(s) outside the range of datetime64[ns] "
-                f"({_NS_RANGE}), the first {arr.flat[i]} at index {i}; daqlab stamps samples "
-                "in nanoseconds. Check the dates (a wrong unit or epoch?)."
-            )
-    arr = ns
+    arr = datetime64_ns(arr)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ShapeError(
             f"times must be 1-D with one timestamp per sample ({n}); got shape {arr.shape}."

@@ -1146,3 +1146,127 @@ def test_read_max_samples(many_readers: list[Reader]) -> None:
         b.read(max_samples=-3)
     assert [len(c.read(max_samples=2)) for _ in range(4)] == [2, 2, 1, 0]
     assert (a.position, b.position, c.position) == (0, 0, 5)
+
+
+# ------------------------------------------------------------------- the shared block checks (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (np.array([[1 + 2j, 3 + 0j]]), r"got dtype complex128\. Samples are real numbers; pass values\.real"),
+        (np.array([[True, False]]), r"got dtype bool\. Bool is not a measurement"),
+        ([["1.5", "2.5"]], r"got dtype <U3\. Parse the text into numbers first"),
+        (np.array([[b"1", b"2"]]), r"got dtype \|S1\. Decode and parse the bytes"),
+        (np.array([["2024-01-01", "2024-01-02"]], "datetime64[D]"), r"Timestamps are not values"),
+        (np.array([[1.0, "x"]], dtype=object), r"got str 'x' at flat index 1"),
+        (np.array([[1.0, True]], dtype=object), r"got bool True at flat index 1"),
+        ([[1.0, 2.0], [3.0]], r"values must be a rectangular array.*Give every row the same length"),
+    ],
+    ids=["complex", "bool", "numeric-text", "bytes", "datetime64", "object-text", "object-bool",
+         "ragged"],
+)
+def test_push_refuses_values_that_are_not_real_numbers(values: Any, match: str) -> None:
+    """Complex values lost their imaginary part, bool and numeric text were taken as numbers."""
+    rb = RingBuffer(1, 10, 1.0)  # the values are refused before their shape is looked at
+    with pytest.raises(ShapeError, match=match):
+        rb.push(values)
+    assert rb.written == 0
+
+
+def test_push_takes_any_real_dtype_none_and_masked_entries_as_nan() -> None:
+    rb = RingBuffer(["a", "b"], 10, 1.0, start="2024-01-01")
+    rb.push(np.array([[1, 2], [3, 4]], dtype=np.int16))
+    rb.push(np.array([[0.5], [1.5]], dtype=np.float32))
+    rb.push(np.array([[5.0, None]], dtype=object).reshape(2, 1))
+    rb.push(np.ma.masked_array([[7.0], [8.0]], mask=[[False], [True]]))
+    got = rb.latest().value.values
+    np.testing.assert_array_equal(got, [[1.0, 2.0, 0.5, 5.0, 7.0], [3.0, 4.0, 1.5, np.nan, np.nan]])
+
+
+@pytest.mark.parametrize(
+    ("times", "match"),
+    [
+        (np.array([1.7e9, 1.7e9 + 1]), r"dtype float64\. Float times are refused.*np\.round\(t \* 1e9\)"),
+        (np.array([True, True]), r"got dtype bool"),
+        (np.array([1 + 0j, 2 + 0j]), r"got dtype complex128"),
+        (np.array([datetime.datetime(2024, 1, 1)] * 2, dtype=object),
+         r"dtype object\. Convert datetime objects with np\.asarray\(times, dtype='datetime64\[ns\]'\)"),
+        (np.array(["2024-01-01", "2024-01-02"]), r"Parse ISO 8601 text"),
+        (np.array([b"2024-01-01", b"2024-01-02"]), r"got dtype \|S10"),
+        (np.array([1, 2], dtype="timedelta64[s]"), r"These are durations"),
+        (np.array([1, 2**63], dtype=np.uint64), r"must fit int64; got 9223372036854775808"),
+        (np.array(["2024-01-01", "3000-01-01"], dtype="datetime64[s]"),
+         r"outside the range of datetime64\[ns\].*the first 3000-01-01T00:00:00 at index 1"),
+        (np.array(["2024-01-01", "NaT"], dtype="datetime64[ns]"), r"times hold NaT"),
+        ([[1, 2], [3]], r"times must be a rectangular array"),
+    ],
+    ids=["float-seconds", "bool", "complex", "datetime-objects", "text", "bytes", "timedelta",
+         "uint64-past-int64", "year-3000-in-seconds", "nat-after-a-time", "ragged"],
+)
+def test_push_refuses_bad_times_naming_the_fix(times: Any, match: str) -> None:
+    rb = RingBuffer(1, 10, 1.0)
+    with pytest.raises(ShapeError, match=match):
+        rb.push(np.zeros((1, 2)), times=times)
+    assert rb.written == 0
+
+
+def test_push_takes_datetime64_of_any_unit_and_integer_ns() -> None:
+    rb = RingBuffer(1, 10, 1.0)
+    rb.push(np.zeros((1, 2)), times=np.array(["2024-01-01", "2024-01-02"], dtype="datetime64[D]"))
+    rb.push(np.zeros((1, 1)), times=np.array([1_704_240_000_000_000_000], dtype=np.uint64))
+    assert rb.latest().time.values.astype(str).tolist() == [
+        "2024-01-01T00:00:00.000000000", "2024-01-02T00:00:00.000000000",
+        "2024-01-03T00:00:00.000000000"]
+
+
+def test_stamps_that_would_pass_2262_are_refused_not_wrapped() -> None:
+    """Untimed samples after a time near datetime64[ns]'s end wrapped around to 1677."""
+    rb = RingBuffer(1, 10, 1000.0)
+    rb.push(np.zeros((1, 1)), times=[np.iinfo(np.int64).max - 10])
+    with pytest.raises(ShapeError, match=r"would pass datetime64\[ns\]'s end \(2262-04-11\)"):
+        rb.push(np.zeros((1, 3)))
+    assert rb.written == 1
+    assert validate(rb.latest()) is not None
+
+
+@pytest.mark.parametrize(
+    ("quality", "match"),
+    [
+        ([[300, 0], [0, 0]], r"quality must hold integers \[0, 1, 2, 3\] \(daqlab\.Quality\); got \[300\]"),
+        (np.array([[True, True], [False, False]]), r"got dtype bool"),
+        ([[0, 1], [0]], r"quality must be a rectangular array"),
+        (np.zeros(2, np.int8), r"quality must have the shape of values \(2, 2\); got \(2,\)"),
+    ],
+    ids=["300", "bool", "ragged", "flat"],
+)
+def test_push_refuses_bad_quality(quality: Any, match: str) -> None:
+    rb = RingBuffer(["a", "b"], 10, 1.0)
+    with pytest.raises(ShapeError, match=match):
+        rb.push(np.zeros((2, 2)), quality=quality)
+    assert rb.written == 0
+
+
+@pytest.mark.parametrize("capacity", [2**62, 10**14], ids=["too-big-for-numpy", "too-big-for-memory"])
+def test_a_capacity_beyond_memory_is_a_configuration_error(capacity: int) -> None:
+    with pytest.raises(ConfigurationError, match=rf"capacity={capacity} samples x 2 channel\(s\) needs"):
+        RingBuffer(["a", "b"], capacity, 1.0)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [np.datetime64("3000-01-01", "s"), datetime.datetime(3000, 1, 1), "3000-01-01",
+     datetime.date(1000, 1, 1)],
+    ids=["datetime64-s", "datetime", "text", "date"],
+)
+def test_a_start_outside_the_ns_range_is_refused_not_wrapped(start: Any) -> None:
+    """``start`` in year 3000 silently became 1830-11-23."""
+    with pytest.raises(ConfigurationError, match=r"outside the range of datetime64\[ns\]"):
+        RingBuffer(1, 10, 1.0, start=start)
+
+
+@pytest.mark.parametrize("start", ["NaT", np.datetime64("NaT", "ns")], ids=["text", "datetime64"])
+def test_a_nat_start_is_refused(start: Any) -> None:
+    """Sample 0 was stamped NaT, making ``latest()`` an invalid run."""
+    with pytest.raises(ConfigurationError, match=r"start must be a date, not NaT"):
+        RingBuffer(1, 10, 1.0, start=start)

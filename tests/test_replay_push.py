@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -551,3 +552,163 @@ def test_replay_from_a_file_loops_exactly_with_blocks_straddling_the_end(tmp_pat
     np.testing.assert_array_equal(values[:, : 3 * n], np.tile(run.value.values, 3))
     times = np.concatenate([b.times for b in blocks if b is not None]).view(np.int64)
     assert set(np.diff(times).tolist()) == {1_000_000}
+
+
+# -------------------------------------------------------------------- Push refuses bad blocks (issue 12)
+
+T_GOOD = np.datetime64("2024-03-01T08:00:01", "ns")
+
+BAD_FEEDS: list[Any] = [
+    pytest.param({"values": [["a", "b"]]}, r"feed takes numeric values.*got dtype <U1", id="text-values"),
+    pytest.param({"values": [["1.5", "2.5"]]}, r"got dtype <U3", id="numeric-text-values"),
+    pytest.param({"values": [[1 + 1j, 2 + 0j]]}, r"got dtype complex128\. Samples are real",
+                 id="complex-values"),
+    pytest.param({"values": [[True, False]]}, r"got dtype bool", id="bool-values"),
+    pytest.param({"values": [[1.0, 2.0], [3.0]]}, r"values must be a rectangular array",
+                 id="ragged-values"),
+    pytest.param({"times": ["a", "b"]}, r"times must be datetime64 or integer.*got dtype <U1",
+                 id="text-times"),
+    pytest.param({"times": [1.7e9, 1.7e9 + 0.5]},
+                 r"Float times are refused.*np\.round\(t \* 1e9\)\.astype\('int64'\)",
+                 id="float-seconds"),
+    pytest.param({"times": np.array(["NaT", "NaT"], "datetime64[ns]")}, r"times hold NaT",
+                 id="nat-times"),
+    pytest.param({"times": np.array([T_GOOD, np.datetime64("NaT")])}, r"times hold NaT",
+                 id="time-then-nat"),
+    pytest.param({"times": np.array(["3000-01-01", "3000-01-02"], "datetime64[s]")},
+                 r"outside the range of datetime64\[ns\]", id="year-3000"),
+    pytest.param({"times": np.array([True, True])}, r"got dtype bool", id="bool-times"),
+    pytest.param({"times": [T_GOOD + np.timedelta64(1, "s"), T_GOOD]},
+                 r"non-decreasing within a block; sample 1", id="times-backwards"),
+    pytest.param({"quality": [[300, 0]]},
+                 r"quality must hold integers \[0, 1, 2, 3\] \(daqlab\.Quality\); got \[300\]",
+                 id="quality-300"),
+    pytest.param({"quality": [[0, 0, 0]]}, r"quality must have the shape of values \(1, 2\); got \(1, 3\)",
+                 id="quality-shape"),
+    pytest.param({"quality": [[0.0, 1.0]]}, r"quality must hold integers.*got dtype float64",
+                 id="quality-float"),
+]
+
+
+@pytest.mark.parametrize(("feed", "match"), BAD_FEEDS)
+def test_a_bad_feed_is_refused_at_the_call_and_nothing_is_queued(feed: dict[str, Any], match: str) -> None:
+    src = Push(["x"], 1000.0, wall_clock=wall_clock)
+    src.start()
+    kw = {"values": [[1.0, 2.0]], **feed}
+    with pytest.raises(dl.ShapeError, match=match):
+        src.feed(kw.pop("values"), **kw)
+    assert src.read(timeout=0.0) is None
+    src.feed([[1.0, 2.0]])  # the stream goes on as if nothing was fed
+    block = src.read(timeout=0.0)
+    assert block is not None
+    np.testing.assert_array_equal(block.times, T0_NS + np.arange(2) * np.timedelta64(1, "ms"))
+
+
+def test_bad_feeds_never_end_an_acquisition(tmp_path: Path) -> None:
+    """NaT times were accepted by feed and then killed the acquisition thread."""
+    src = Push(["x"], 1000.0)
+    dm = push_manager(src, tmp_path)
+    dm.start()
+    try:
+        for case in BAD_FEEDS:
+            feed, match = case.values
+            kw = {"values": [[1.0, 2.0]], **feed}
+            with pytest.raises(dl.DaqlabError, match=str(match)):
+                src.feed(kw.pop("values"), **kw)
+        src.feed([[5.0, 6.0]], times=[T_GOOD, T_GOOD + np.timedelta64(1, "ms")])
+        src.feed([[7.0]])  # stamped after the last time fed
+        wait_for(lambda: dm.buffers["src"].written == 3 or bool(dm.errors), timeout=10.0,
+                 what="the good samples to arrive")
+        assert dm.errors == {}
+        assert any(t.name == "daqlab-acq-src" for t in daqlab_threads())
+        snap = dm.snapshot()
+        assert snap.value.values.tolist() == [[5.0, 6.0, 7.0]]
+        np.testing.assert_array_equal(snap.time.values[:2], [T_GOOD, T_GOOD + np.timedelta64(1, "ms")])
+    finally:
+        dm.stop()
+    assert dm.errors == {}
+
+
+def test_untimed_stamps_past_2262_are_refused_at_the_feed(tmp_path: Path) -> None:
+    src = Push(["x"], 1000.0)
+    dm = push_manager(src, tmp_path)
+    dm.start()
+    try:
+        src.feed([[1.0]], times=[np.iinfo(np.int64).max - 10])
+        with pytest.raises(dl.ShapeError, match=r"would pass datetime64\[ns\]'s end"):
+            src.feed([[2.0, 3.0]])
+        wait_for(lambda: dm.buffers["src"].written == 1 or bool(dm.errors), timeout=10.0,
+                 what="the first sample to arrive")
+        assert dm.errors == {}
+    finally:
+        dm.stop()
+
+
+def test_feed_copies_values_times_and_quality() -> None:
+    src = Push(["x"], 1000.0)
+    src.start()
+    values, times, quality = np.array([[1.0, 2.0]]), np.array([10, 20]), np.array([[1, 2]], np.int8)
+    src.feed(values, times=times, quality=quality)
+    values[:] = 0.0
+    times[:] = 0
+    quality[:] = 0
+    block = src.read(timeout=0.0)
+    assert block is not None
+    assert block.quality is not None
+    assert block.values.tolist() == [[1.0, 2.0]]
+    assert block.times.view(np.int64).tolist() == [10, 20]
+    assert block.quality.tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize(
+    "max_pending",
+    ["many", float("nan"), float("inf"), 1.5, 10.0, True, 0, -3],
+    ids=["str", "nan", "inf", "fraction", "float", "bool", "zero", "negative"],
+)
+def test_bad_max_pending_is_a_configuration_error_naming_it(max_pending: Any) -> None:
+    pattern = rf"max_pending must be a whole number of samples >= 1.*got {re.escape(repr(max_pending))}"
+    with pytest.raises(dl.ConfigurationError, match=pattern):
+        Push(["x"], 100.0, max_pending=max_pending)
+
+
+def test_a_numpy_integer_max_pending_is_taken() -> None:
+    assert Push(["x"], 100.0, max_pending=np.int64(5)).max_pending == 5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"block_duration": float("nan")}, r"block_duration must be a finite number of seconds > 0; got nan"),
+        ({"block_duration": -1.0}, r"block_duration must be .*; got -1\.0"),
+        ({"block_duration": "0.1"}, r"block_duration must be .*; got '0\.1'"),
+        ({"block_duration": True}, r"block_duration must be .*; got True"),
+        ({"block_duration": 1e308}, r"is not a finite number of samples"),
+        ({"block_size": 0}, r"block_size must be a whole number of samples >= 1.*; got 0"),
+        ({"block_size": -5}, r"block_size must be .*; got -5"),
+        ({"block_size": 1.5}, r"block_size must be .*; got 1\.5"),
+        ({"block_size": "3"}, r"block_size must be .*; got '3'"),
+        ({"loop": "no"}, r"loop must be True or False; got 'no' \(str\)"),
+        ({"loop": 1}, r"loop must be True or False; got 1 \(int\)"),
+        ({"name": 5}, r"name must be a str; got 5"),
+        ({"clock": "monotonic"}, r"clock must be a callable.*got 'monotonic'"),
+        ({"wall_clock": 0}, r"wall_clock must be a callable"),
+    ],
+    ids=["duration-nan", "duration-negative", "duration-str", "duration-bool", "duration-huge",
+         "size-zero", "size-negative", "size-fraction", "size-str", "loop-str", "loop-int",
+         "name-int", "clock-str", "wall-clock-int"],
+)
+def test_bad_replay_settings_are_configuration_errors(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(dl.ConfigurationError, match=match):
+        Replay(original_run(n=10), **kwargs)
+
+
+def test_replay_speed_may_be_a_numpy_number() -> None:
+    assert Replay(original_run(n=10), speed=np.float32(2.0)).speed == 2.0  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("now", [None, np.datetime64("NaT", "ns")], ids=["none", "nat"])
+def test_a_wall_clock_giving_no_time_is_refused_at_start(now: Any) -> None:
+    """Untimed feeds were stamped NaT from such a clock, and the ring then refused them."""
+    src = Push(["x"], 100.0, wall_clock=lambda: now)
+    with pytest.raises(dl.ConfigurationError, match=r"wall_clock\(\) must return the current UTC time"):
+        src.start()

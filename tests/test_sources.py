@@ -472,3 +472,33 @@ def test_paced_stop_wakes_and_ends() -> None:
     clock.advance(1.0)
     assert src.read(timeout=1.0) is None
     assert src.emitted == 0
+
+
+# --------------------------------------------------------------------------- settings refused (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"paced": "no"}, r"paced must be True or False; got 'no' \(str\)"),
+        ({"paced": 0}, r"paced must be True or False; got 0 \(int\)"),
+        ({"signals": [Sine(1.0)]}, r"signals must map channel names to waveforms; got list"),
+        ({"signals": Sine(1.0)}, r"signals must map channel names to waveforms; got Sine"),
+        ({"signals": {"a": 5}}, r"signal for channel 'a' must be Sine.*; got 5"),
+        ({"signals": {"a": "noise"}}, r"signal for channel 'a' must be Sine.*; got 'noise'"),
+        ({"signals": {1: Sine(1.0), "zz": Noise()}}, r"signals name channel\(s\) \['zz', 1\]"),
+        ({"block_duration": 1e307, "sample_rate": 1e3},
+         r"block_duration \* sample_rate must be finite"),
+        ({"duration": 1e307, "sample_rate": 1e3}, r"duration \* sample_rate must be finite"),
+        ({"name": 5}, r"name must be a str; got 5"),
+        ({"sleep": "zzz"}, r"sleep must be a callable.*got 'zzz'"),
+    ],
+    ids=["paced-str", "paced-int", "signals-list", "signals-waveform", "signal-int", "signal-str",
+         "signals-mixed-keys", "block-duration-overflow", "duration-overflow", "name-int",
+         "sleep-str"],
+)
+def test_bad_settings_are_configuration_errors_not_builtin_ones(kwargs: dict[str, Any], pattern: str) -> None:
+    """These gave raw TypeError/OverflowError or were silently taken (bool('no') is True)."""
+    kwargs.setdefault("sample_rate", 100.0)
+    with pytest.raises(dl.ConfigurationError, match=pattern):
+        Simulated(["a"], **kwargs)

@@ -9,10 +9,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from daqlab.errors import SourceError
+from daqlab.errors import ConfigurationError, SourceError
 from daqlab.model import Channel, to_datetime64
 
-__all__ = ["SourceBase"]
+__all__ = ["SourceBase", "check_flag"]
+
+
+def check_flag(label: str, value: object) -> bool:
+    """``value`` if it is a bool; a :class:`~daqlab.ConfigurationError` otherwise.
+
+    ``bool("no")`` is True: a flag given as text or a number is refused, not guessed.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigurationError(f"{label} must be True or False; got {value!r} ({type(value).__name__}).")
+    return bool(value)
 
 
 class SourceBase:
@@ -34,6 +44,15 @@ class SourceBase:
         sleep: Callable[[float], object] | None = None,
         wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
+        if not isinstance(name, str):
+            raise ConfigurationError(f"name must be a str; got {name!r} ({type(name).__name__}).")
+        for label, fn in (("clock", clock), ("sleep", sleep), ("wall_clock", wall_clock)):
+            if fn is not None and not callable(fn):
+                raise ConfigurationError(
+                    f"{label} must be a callable (or left out for the default); got {fn!r}. "
+                    "Pass e.g. clock=time.monotonic, sleep=time.sleep, "
+                    "wall_clock=lambda: datetime.datetime.now(datetime.UTC)."
+                )
         self._channels = channels
         self._rate = sample_rate
         self.name = name
@@ -58,7 +77,11 @@ class SourceBase:
     def start(self) -> None:
         if self._started:
             raise SourceError(f"this {type(self).__name__} source was started already; make a new one.")
-        self._t0_ns = int(to_datetime64(self._wall_clock(), what="wall_clock()").astype(np.int64))
+        now = self._wall_clock()
+        t0 = to_datetime64(now, what="wall_clock()")
+        if np.isnat(t0):  # sample 0 would be stamped NaT, and no run may hold one
+            raise ConfigurationError(f"wall_clock() must return the current UTC time; got {now!r}.")
+        self._t0_ns = int(t0.astype(np.int64))
         self._t0_mono = self._clock()
         self._started = True
 

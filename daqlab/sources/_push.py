@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from daqlab.buffer import block_quality, block_times, block_values, paced_times
 from daqlab.errors import ConfigurationError, ShapeError, SourceError
-from daqlab.model import ChannelLike, Quality, to_channels
-from daqlab.run import check_sample_rate, sample_times
+from daqlab.model import ChannelLike, to_channels
+from daqlab.run import check_sample_rate
 from daqlab.sources._base import SourceBase
 from daqlab.sources._protocol import Samples
 
@@ -29,6 +30,21 @@ class Push(SourceBase):
     and keeps nothing of that block, so the driver knows exactly what was refused.
     Samples fed without ``times`` are stamped ``t0 + k / sample_rate`` from
     ``start()``. :meth:`close` ends the stream once the queue is drained.
+
+    ``feed`` checks each block as :meth:`daqlab.RingBuffer.push` does, before it
+    is queued: a block it accepts never fails the acquisition later, and one it
+    refuses raises a :class:`~daqlab.DaqlabError` and leaves the stream as it was.
+
+    Parameters
+    ----------
+    channels
+        Names, :class:`~daqlab.Channel` objects, or a count.
+    sample_rate
+        Nominal rate in Hz (> 0); stamps blocks fed without ``times``.
+    max_pending
+        Samples the queue holds at most, a whole number >= 1 (default: 10 s worth).
+    name, wall_clock
+        The source's name and the UTC clock that stamps ``t0`` at ``start()``.
 
     Examples
     --------
@@ -50,9 +66,15 @@ class Push(SourceBase):
     ) -> None:
         super().__init__(to_channels(channels), check_sample_rate(sample_rate), name=name,
                          wall_clock=wall_clock)
+        if max_pending is not None and (
+            isinstance(max_pending, (bool, np.bool_))
+            or not isinstance(max_pending, (int, np.integer)) or max_pending < 1
+        ):
+            raise ConfigurationError(
+                f"max_pending must be a whole number of samples >= 1, or None for 10 s worth; "
+                f"got {max_pending!r}. Pass e.g. max_pending=10_000."
+            )
         self.max_pending = int(max_pending) if max_pending is not None else max(1, round(10 * self._rate))
-        if self.max_pending < 1:
-            raise ConfigurationError(f"max_pending must be >= 1 sample; got {max_pending!r}.")
         self._cond = threading.Condition()
         self._queue: collections.deque[Samples] = collections.deque()
         self._pending = 0
@@ -75,19 +97,37 @@ class Push(SourceBase):
     def feed(
         self, values: ArrayLike, times: ArrayLike | None = None, quality: ArrayLike | None = None
     ) -> None:
-        """Queue ``(channels, n)`` values (or ``(channels,)`` for one sample)."""
-        v = np.array(values, dtype=np.float64)  # a copy: the driver may reuse its buffer
+        """Queue ``(channels, n)`` values (or ``(channels,)`` for one sample).
+
+        Parameters
+        ----------
+        values
+            Real numbers (any int or float dtype; ``None`` is NaN). Copied: the
+            driver may reuse its buffer. Bool, complex, text and ragged lists
+            are refused.
+        times
+            One timestamp per sample, non-decreasing within the block and after
+            the last one fed, without NaT: ``datetime64`` (any unit, within
+            ``datetime64[ns]``'s range, 1677..2262) or integer nanoseconds since
+            the Unix epoch. Float times are refused rather than guessed; convert
+            seconds since the epoch with ``np.round(t * 1e9).astype('int64')``.
+            Default: ``t0 + k / sample_rate``, continuing after the last time fed.
+        quality
+            :class:`~daqlab.Quality` flags (integers 0..3) in the shape of ``values``.
+
+        Raises
+        ------
+        ShapeError
+            The block breaks one of the rules above; nothing of it is queued.
+        SourceError
+            Before ``start()``, after ``close()``/``stop()``, or when the queue
+            is full (the block is counted in :attr:`refused`).
+        """
         c = len(self._channels)
-        if v.ndim == 1 and v.shape[0] == c:
-            v = v[:, np.newaxis]
-        if v.ndim != 2 or v.shape[0] != c:
-            raise ShapeError(f"feed takes (channels, n) with {c} channel(s); got shape {v.shape}.")
+        v = block_values(values, c, what="feed", copy=True)
         n = v.shape[1]
-        q = None
-        if quality is not None:
-            q = np.array(quality, dtype=np.int8).reshape(v.shape)
-            if q.size and (q.min() < 0 or q.max() > max(Quality)):
-                raise ShapeError("quality must hold daqlab.Quality values 0..3.")
+        given = None if times is None else block_times(times, n, what="feed", copy=True)
+        q = None if quality is None else block_quality(quality, (c, n), what="feed").copy()
         with self._cond:
             if not self._started:
                 raise SourceError("feed() before start(): start the DataManager (or source) first.")
@@ -99,21 +139,19 @@ class Push(SourceBase):
                     f"queue full: {self._pending} samples wait and this block has {n}, more than "
                     f"max_pending={self.max_pending}. Acquisition is not running or not keeping up."
                 )
-            if times is None:
-                t = sample_times(self._t0_ns, self._fed, n, self._rate).view(np.int64)
+            if given is None:
+                t = paced_times(self._t0_ns, self._fed, n, self._rate, what="feed")
                 if n and self._last_time is not None and t[0] < self._last_time:
                     # timed feeds ran ahead of the nominal clock: continue after the last one
-                    t = sample_times(self._last_time, 1, n, self._rate).view(np.int64)
+                    t = paced_times(self._last_time, 1, n, self._rate, what="feed")
             else:
-                t = np.asarray(times)
-                t = (t.astype("datetime64[ns]").view(np.int64) if t.dtype.kind == "M"
-                     else t.astype(np.int64))
-                if t.shape != (n,):
-                    raise ShapeError(f"times must have shape ({n},); got {t.shape}.")
-                if (n > 1 and (t[1:] < t[:-1]).any()) or (  # compared: a difference can overflow
-                    n and self._last_time is not None and t[0] < self._last_time
-                ):
-                    raise ShapeError("times must be non-decreasing, also across feeds.")
+                t = given
+                if n and self._last_time is not None and t[0] < self._last_time:
+                    raise ShapeError(
+                        f"feed: times must be non-decreasing, also across feeds; this block starts "
+                        f"at {t[:1].view('datetime64[ns]')[0]}, before the last sample fed "
+                        f"({np.int64(self._last_time).view('datetime64[ns]')})."
+                    )
             if n:
                 self._last_time = int(t[-1])
             self._queue.append(Samples(v, t.view("datetime64[ns]"), q))

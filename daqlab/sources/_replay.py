@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from daqlab.errors import ConfigurationError
 from daqlab.io import open_run
 from daqlab.run import channels_of, uncalibrate, validate
-from daqlab.sources._base import SourceBase
+from daqlab.sources._base import SourceBase, check_flag
 from daqlab.sources._protocol import Samples
 
 __all__ = ["Replay"]
@@ -54,6 +54,30 @@ class Replay(SourceBase):
         sleep: Callable[[float], object] | None = None,
         wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
+        # the cheap settings first: a typo should not cost opening a large file
+        if speed is not None and (
+            isinstance(speed, bool) or not isinstance(speed, (int, float, np.integer, np.floating))
+            or not math.isfinite(speed) or speed <= 0
+        ):
+            raise ConfigurationError(
+                f"speed must be > 0 (1.0 is real time) or None for as fast as possible; got {speed!r}."
+            )
+        if isinstance(block_duration, bool) or not isinstance(
+            block_duration, (int, float, np.integer, np.floating)
+        ) or not math.isfinite(block_duration) or block_duration <= 0:
+            raise ConfigurationError(
+                f"block_duration must be a finite number of seconds > 0; got {block_duration!r}. "
+                "Pass e.g. block_duration=0.01 (the default)."
+            )
+        if block_size is not None and (
+            isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+            or block_size < 1
+        ):
+            raise ConfigurationError(
+                f"block_size must be a whole number of samples >= 1, or None for block_duration's "
+                f"worth; got {block_size!r}."
+            )
+        self.loop = check_flag("loop", loop)
         if isinstance(path_or_run, xr.Dataset):
             run = validate(path_or_run, check_data=False)
             self._origin = str(run.attrs.get("name") or run.attrs.get("id"))
@@ -62,26 +86,24 @@ class Replay(SourceBase):
             self._origin = os.fspath(path_or_run)
         if run.attrs["calibrated"]:
             run = uncalibrate(run)
-        if speed is not None and (
-            isinstance(speed, bool) or not isinstance(speed, (int, float))
-            or not math.isfinite(speed) or speed <= 0
-        ):
-            raise ConfigurationError(
-                f"speed must be > 0 (1.0 is real time) or None for as fast as possible; got {speed!r}."
-            )
         if run.sizes["time"] == 0:
             raise ConfigurationError(f"run {self._origin!r} holds no samples; there is nothing to replay.")
         super().__init__(channels_of(run), float(run.attrs["sample_rate"]), name=name,
                          clock=clock, sleep=sleep, wall_clock=wall_clock)
         self.speed = None if speed is None else float(speed)
-        self.loop = bool(loop)
         self._run = run
         self._n = int(run.sizes["time"])
         t = run["time"].values.view(np.int64)
         self._rel = t - t[0]
         self._period = int(self._rel[-1] + round(1e9 / self._rate))  # one loop's length in ns
-        self._min_block = max(1, round(self._rate * block_duration))
-        self._block_size = int(block_size) if block_size else self._min_block
+        per_block = self._rate * float(block_duration)
+        if not math.isfinite(per_block):
+            raise ConfigurationError(
+                f"block_duration={block_duration!r} s at {self._rate} Hz is not a finite number "
+                "of samples; pass a shorter block_duration."
+            )
+        self._min_block = max(1, round(per_block))
+        self._block_size = int(block_size) if block_size is not None else self._min_block
         self._emitted = 0
         # read-ahead: about a second of samples (at least 64 k) per read of the run
         self._cache_len = max(65_536, round(self._rate))

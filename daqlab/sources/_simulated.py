@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from daqlab.errors import ConfigurationError
 from daqlab.model import ChannelLike, to_channels
 from daqlab.run import check_sample_rate, sample_times
-from daqlab.sources._base import SourceBase
+from daqlab.sources._base import SourceBase, check_flag
 from daqlab.sources._protocol import Samples
 
 __all__ = ["Chirp", "Noise", "Simulated", "Sine", "Square", "Waveform"]
@@ -205,9 +205,9 @@ class Simulated(SourceBase):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigurationError(f"seed must be a whole number >= 0; got {seed!r}.")
         self.seed = int(seed)
-        self.paced = bool(paced)
+        self.paced = check_flag("paced", paced)
         bd = _check_real("block_duration", block_duration, positive=True)
-        self._min_block = max(1, round(self._rate * bd))
+        self._min_block = max(1, round(_check_real("block_duration * sample_rate", self._rate * bd)))
         self._max_block = 10 * self._min_block
         if block_size is not None and (
             isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
@@ -217,14 +217,20 @@ class Simulated(SourceBase):
         self._block_size = int(block_size) if block_size is not None else self._min_block
         self._total: int | None = None
         if duration is not None:
-            self._total = round(_check_real("duration", duration, nonneg=True) * self._rate)
+            d = _check_real("duration", duration, nonneg=True)
+            self._total = round(_check_real("duration * sample_rate", d * self._rate))
+        if signals is not None and not isinstance(signals, Mapping):
+            raise ConfigurationError(
+                f"signals must map channel names to waveforms; got {type(signals).__name__} "
+                f"{signals!r}. Pass e.g. signals={{'ch0': Sine(5.0)}}."
+            )
         self._signals = self._resolve_signals(signals or {})
         self._emitted = 0
         self._rngs: list[np.random.Generator] = []
 
     def _resolve_signals(self, signals: Mapping[str, SignalSpec]) -> tuple[tuple[Waveform, ...], ...]:
         names = [c.name for c in self._channels]
-        unknown = sorted(set(signals) - set(names))
+        unknown = sorted(set(signals) - set(names), key=repr)  # keys may be of mixed types
         if unknown:
             raise ConfigurationError(
                 f"signals name channel(s) {unknown} that this source does not have; "
@@ -239,8 +245,13 @@ class Simulated(SourceBase):
                 parts = _default_signal(i, self._rate)
             elif isinstance(spec, (Sine, Square, Chirp, Noise)):
                 parts = (spec,)
-            else:
+            elif isinstance(spec, (list, tuple)):
                 parts = tuple(spec)
+            else:  # a str or a number: tuple() would split it or fail
+                raise ConfigurationError(
+                    f"signal for channel {name!r} must be Sine, Square, Chirp or Noise "
+                    f"(or a list of them); got {spec!r}."
+                )
             for p in parts:
                 if not isinstance(p, (Sine, Square, Chirp, Noise)):
                     raise ConfigurationError(
