@@ -7,9 +7,13 @@ rows in time order and, within one timestamp, in channel order::
 
     timestamp_ms,value,channel,quality
     1704067200000,0.25,ai0,Good
-    1704067200000,nan,ai1,Bad
+    1704067200000,NaN,ai1,Bad
 
-A calibrated run that keeps its raw values adds a ``raw`` column.
+The column names are the first line, so ``polars.read_csv``/``scan_csv`` (what
+the seed's ``CSVStorage.load_dataset`` uses) and ``pandas.read_csv`` read it
+with their defaults as exactly these four columns, typed int64, float64, str,
+str. A calibrated run that keeps its raw values adds a fifth column, ``raw``,
+after them (the physical values are in ``value``).
 
 Wide form (format ``"csv-wide"``), one row per sample::
 
@@ -22,39 +26,56 @@ formula character. Names that need it are quoted as RFC 4180 says.
 
 Cells
 -----
-* ``timestamp_ms``: milliseconds since 1970-01-01T00:00:00Z. Integers when every
-  timestamp is a whole millisecond (the seed's form); otherwise a decimal with 3
-  (whole microseconds) or 6 (nanoseconds) digits, the same count in every row,
-  e.g. ``1704067200000.333333``. Read back exactly, never through a float.
+* ``timestamp_ms``: integer milliseconds since 1970-01-01T00:00:00Z, the
+  sample's time rounded down (the seed's form). Finer times are kept exactly
+  in the sidecar (below).
 * ``value``/``raw``: float64 in the shortest text that reads back to the same
-  double; ``nan``, ``inf``, ``-inf`` (any case, also ``Infinity``) read back, and
-  an empty cell reads as NaN.
+  double, always with a ``.`` or an exponent (``2.0``, not ``2``) so that
+  readers that guess types see floats; NaN is ``NaN``, infinities ``inf`` and
+  ``-inf`` (the spellings polars and pandas both read as floats). When reading,
+  ``nan``/``inf`` in any case, ``Infinity`` and empty cells (NaN) are accepted.
 * ``quality``: ``Good``, ``Suspect``, ``Bad``, ``Interpolated``; read in any case,
   and the integers ``0``-``3`` are accepted too.
 
-Metadata
---------
-A file written by daqlab starts with one comment line, ``# daqlab-csv {JSON}``,
-so that a single file is self-contained. The JSON object starts with ``format``
-(``"csv"`` or ``"csv-wide"``) and holds ``schema_version``, ``daqlab_version``,
-``samples`` (per channel, to detect truncation), ``timestamp_decimals``,
+Metadata: the sidecar
+---------------------
+What the CSV cannot hold goes into a JSON file beside it, named after it with
+``.daqlab.json`` appended (``run.csv`` -> ``run.csv.daqlab.json``: it sorts
+next to the CSV, and ``*.csv`` does not match it). Its object holds ``format``
+(``"csv"`` or ``"csv-wide"``), ``schema_version``, ``daqlab_version``, ``csv``
+(the CSV's byte size and CRC-32, so a sidecar that does not belong to the CSV
+beside it is detected), ``samples`` (per channel), ``time`` (how exact times
+are rebuilt: ``{"encoding": "ms"}`` when every time is a whole millisecond;
+``"grid"`` with ``start_ns`` and ``sample_rate`` when every time is
+``daqlab.run.sample_times`` of those; otherwise ``"sub-ms"`` with the
+nanoseconds below each millisecond, little-endian uint32, zlib, base64),
 ``channels`` (name, unit, range, calibration slope/offset/reference date, in
-order), ``variables``, every run attribute (``attrs``, with ``attr_types`` noting
-numpy arrays/scalars and tuples) and the attributes of every variable
-(``var_attrs``). Further lines starting with ``#`` before the column names are
-ignored. Files from a newer ``schema_version`` are refused. Strings in the JSON
-that are not valid UTF-8 text (lone surrogates, as h5py gives for attribute
-bytes that are not UTF-8) are written with ``\\u`` escapes, so the file stays
-UTF-8 and reads back the exact same str. Channel names and units must be
-valid text (``validate`` refuses others, so ``save`` does; opening a header
-with such a unit is a FormatError).
+order), ``variables``, every run attribute (``attrs``, with ``attr_types``
+noting numpy arrays/scalars and tuples) and the attributes of every variable
+(``var_attrs``). Strings that are not valid UTF-8 text (lone surrogates, as
+h5py gives for attribute bytes that are not UTF-8) are written with ``\\u``
+escapes, so the file stays UTF-8 and reads back the exact same str. Files
+from a newer ``schema_version`` are refused.
+
+Both files are written under hidden temporary names, fsynced, and renamed into
+place, the sidecar first: an interrupted first save leaves no CSV, and an
+interrupted overwrite leaves a pair whose sizes/checksums disagree. Opening a
+CSV whose sidecar does not match it (that, or a CSV edited by hand) raises a
+FormatError that says how to proceed: restore the matching CSV, or move the
+sidecar away to open the CSV as a plain one (defaults below).
+
+Files written by daqlab before the sidecar start with one comment line,
+``# daqlab-csv {JSON}`` holding the same object (with ``timestamp_decimals``:
+their timestamps are integers, or decimals with 3 or 6 digits, exact); they
+still open exactly. Further lines starting with ``#`` before the column names
+are ignored.
 
 A run of 0 channels (the seed reader gives one for an empty ``/data``) has an
 empty ``channels`` list. Its wide form has rows of ``timestamp_ms`` alone; its
 long form has no rows, so it holds 0 samples and a 0-channel run that has
 timestamps is refused in the long form (save it as ``"csv-wide"``).
 
-A file without that line (the seed's plain CSV) opens with these defaults: the
+A CSV without a sidecar or that line (the seed's plain CSV) opens with these defaults: the
 channels in order of first appearance, unit ``""``, no range, identity
 calibration; ``sample_rate`` from the median time step (1.0 Hz when there are
 fewer than two samples or the median step is 0); ``name`` from the file stem, ``description`` ``""``,
@@ -65,39 +86,41 @@ derived from the file's contents, so that opening it twice gives the same run.
 Spreadsheet formula injection
 -----------------------------
 Text that a spreadsheet would execute (starting with ``=``, ``+``, ``-``, ``@``,
-tab or CR) is written with a ``'`` in front, as OWASP recommends; text that
-starts with ``'`` gets one more ``'``. Reading a daqlab file removes exactly one
-leading ``'``, so the round trip is exact. This applies to channel names in the
-long form's ``channel`` column and to every string (keys included) in the JSON
-line, where ``,`` and ``;`` inside strings are also written as ``\\u002c`` and
-``\\u003b`` so that a spreadsheet splitting the line into cells never starts a
-cell inside a string. Files without the daqlab line are read as they are.
-(A channel name holding ``;`` followed by a formula character is quoted but
-not otherwise changed, so a spreadsheet that splits cells at ``;`` instead of
-``,`` would still see a formula there.)
+tab or CR) is written in the ``channel`` column with a ``'`` in front, as OWASP
+recommends; text that starts with ``'`` gets one more ``'``. Reading a CSV that
+has a sidecar removes exactly one leading ``'``, so the round trip is exact.
+A CSV without one is read as it is. (A channel name holding ``;`` followed by
+a formula character is quoted but not otherwise changed, so a spreadsheet that
+splits cells at ``;`` instead of ``,`` would still see a formula there.)
 
 Examples
 --------
 >>> import tempfile, xarray as xr, daqlab as dl
->>> run = dl.make_run([[0.5, 1.5]], ["ai0"], sample_rate=1000.0, start="2024-01-01")
+>>> run = dl.make_run([[0.5, 2.0]], ["ai0"], sample_rate=1000.0, start="2024-01-01")
 >>> with tempfile.TemporaryDirectory() as d:
 ...     path = save_csv(run, Path(d) / "run.csv")
-...     print(path.read_text().splitlines()[1:])
+...     print(path.read_text().splitlines())
+...     print(sorted(p.name for p in Path(d).iterdir()))
 ...     xr.testing.assert_identical(open_csv(path), run)
-['timestamp_ms,value,channel,quality', '1704067200000,0.5,ai0,Good', '1704067200001,1.5,ai0,Good']
+['timestamp_ms,value,channel,quality', '1704067200000,0.5,ai0,Good', '1704067200001,2.0,ai0,Good']
+['run.csv', 'run.csv.daqlab.json']
 >>> sniff_csv(b"timestamp_ms,value,channel,quality\\n1,0.5,ai0,Good\\n")
 'csv'
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
 import re
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,9 +133,9 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
-from daqlab.errors import FormatError, SchemaError
-from daqlab.io._atomic import atomic_path
-from daqlab.model import Calibration, Channel, Quality, is_utf8, to_datetime64
+from daqlab.errors import FormatError, SchemaError, StorageError
+from daqlab.io._atomic import atomic_path, probe
+from daqlab.model import Calibration, Channel, Quality, to_datetime64
 from daqlab.run import (
     CHANNEL_COORDS,
     SCHEMA_VERSION,
@@ -121,14 +144,17 @@ from daqlab.run import (
     chunk_samples,
     iso_utc,
     run_attrs,
+    sample_times,
     validate,
 )
 
-__all__ = ["open_csv", "save_csv", "sniff_csv"]
+__all__ = ["SIDECAR_SUFFIX", "open_csv", "save_csv", "sidecar_path", "sniff_csv"]
 
 TIME_COLUMN = "timestamp_ms"
 LONG_COLUMNS = (TIME_COLUMN, "value", "channel", "quality")
 QUALITY_NAMES = tuple(q.name.capitalize() for q in Quality)
+SIDECAR_SUFFIX = ".daqlab.json"
+"""Appended to a CSV's file name to name its sidecar (``run.csv.daqlab.json``)."""
 _MAGIC = b"# daqlab-csv "
 _BOM = b"\xef\xbb\xbf"
 _MAX_LINE = 1 << 26
@@ -139,6 +165,24 @@ _QUALITY_LOOKUP = {
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 _NS_PER_MS = 1_000_000
 _MAX_MS = np.iinfo(np.int64).max // _NS_PER_MS
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAME_MAX = 255  # bytes in one file name on common file systems
+
+
+def sidecar_path(path: Path) -> Path:
+    """The sidecar holding the metadata of the CSV ``path`` (see the module docstring).
+
+    A CSV name too long to take the suffix within 255 bytes is cut in the sidecar's
+    name and kept unique by a hash of the whole name.
+    """
+    name = path.name + SIDECAR_SUFFIX
+    if len(os.fsencode(name)) > _NAME_MAX:
+        digest = hashlib.blake2b(os.fsencode(path.name), digest_size=4).hexdigest()
+        stem = path.name
+        while len(os.fsencode(stem)) > _NAME_MAX - len(SIDECAR_SUFFIX) - len(digest) - 1:
+            stem = stem[:-1]
+        name = f"{stem}~{digest}{SIDECAR_SUFFIX}"
+    return path.with_name(name)
 
 
 # --------------------------------------------------------------------------- text escaping
@@ -153,33 +197,8 @@ def _unprotect(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
-def _json_str(text: str) -> str:
-    # inside a JSON string literal a ',' or ';' can only be a character, so escaping is exact
-    out = json.dumps(_protect(text), ensure_ascii=False)
-    if not is_utf8(out):  # lone surrogates (e.g. h5py's text of non-UTF-8 bytes): \u escapes
-        out = json.dumps(_protect(text))
-    return out.replace(",", "\\u002c").replace(";", "\\u003b")
-
-
-def _dump_json(obj: Any) -> str:
-    """JSON on one line with every string protected (see the module docstring)."""
-    if isinstance(obj, str):
-        return _json_str(obj)
-    if isinstance(obj, dict):
-        items = []
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"key {k!r} is not a str")
-            items.append(f"{_json_str(k)}: {_dump_json(v)}")
-        return "{" + ", ".join(items) + "}"
-    if isinstance(obj, (list, tuple)):
-        return "[" + ", ".join(_dump_json(v) for v in obj) + "]"
-    if obj is None or isinstance(obj, (bool, int, float)):
-        return json.dumps(obj, allow_nan=True)
-    raise TypeError(f"{type(obj).__name__} is not a JSON value")
-
-
 def _unprotect_tree(obj: Any) -> Any:
+    """Undo the protection of every string in a ``# daqlab-csv`` line (files before the sidecar)."""
     if isinstance(obj, str):
         return _unprotect(obj)
     if isinstance(obj, dict):
@@ -193,6 +212,26 @@ def _csv_field(text: str) -> str:
     if any(c in text for c in ',"\r\n') or text != text.strip():
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def _check_json(obj: Any) -> None:
+    """Raise TypeError unless ``obj`` round-trips through JSON as it is (str keys, no sets...)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"key {k!r} is not a str")
+            _check_json(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_json(v)
+    elif not (obj is None or isinstance(obj, (str, bool, int, float))):
+        raise TypeError(f"{type(obj).__name__} is not a JSON value")
+
+
+def _dump_json(obj: Any) -> str:
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=True, indent=1)
+    # lone surrogates can only sit inside string literals, where a \u escape is the same str
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # --------------------------------------------------------------------------- attributes
@@ -216,7 +255,7 @@ def _encode_attrs(attrs: dict[Any, Any], where: str) -> dict[str, Any]:
         else:
             values[k] = v
         try:
-            _dump_json(values[k])
+            _check_json(values[k])
         except TypeError as exc:
             raise FormatError(
                 f"CSV cannot store {where} attribute {k!r} = {v!r}: {exc}. Store JSON values "
@@ -242,32 +281,74 @@ def _decode_attrs(encoded: Any) -> dict[str, Any]:
     return attrs
 
 
+# --------------------------------------------------------------------------- exact times
+
+
+def _time_spec(ns: NDArray[np.int64], sample_rate: float) -> dict[str, Any]:
+    """How to rebuild the exact times from the CSV's whole milliseconds (see the docstring)."""
+    if not (ns % _NS_PER_MS).any():
+        return {"encoding": "ms"}
+    if np.array_equal(sample_times(int(ns[0]), 0, len(ns), sample_rate).view(np.int64), ns):
+        return {"encoding": "grid", "start_ns": int(ns[0]), "sample_rate": sample_rate}
+    below = (ns % _NS_PER_MS).astype("<u4")  # numpy's % floors, as the CSV's ms do
+    return {"encoding": "sub-ms",
+            "ns_below_ms": base64.b64encode(zlib.compress(below.tobytes())).decode("ascii")}
+
+
+def _exact_times(ms_ns: NDArray[np.int64], spec: Any, where: str) -> NDArray[np.int64]:
+    """The exact times (ns) from the CSV's whole-millisecond times (as ns) and ``spec``."""
+    enc = spec.get("encoding") if isinstance(spec, dict) else None
+    try:
+        if enc == "ms":
+            return ms_ns
+        if enc == "grid":
+            ns = sample_times(int(spec["start_ns"]), 0, len(ms_ns), float(spec["sample_rate"]))
+            exact: NDArray[np.int64] = ns.view(np.int64)
+        elif enc == "sub-ms":
+            below = np.frombuffer(zlib.decompress(base64.b64decode(spec["ns_below_ms"],
+                                                                   validate=True)), "<u4")
+            if len(below) != len(ms_ns) or (below >= _NS_PER_MS).any():
+                raise ValueError(f"{len(below)} sub-millisecond parts for {len(ms_ns)} times")
+            exact = ms_ns + below.astype(np.int64)
+        else:
+            raise ValueError(f"unknown time encoding {enc!r}")
+    except (KeyError, TypeError, ValueError, OverflowError, zlib.error, binascii.Error) as exc:
+        raise FormatError(f"{where} is damaged: its 'time' entry cannot be used ({exc}).") from None
+    if not np.array_equal(exact - exact % _NS_PER_MS, ms_ns):
+        raise FormatError(f"{where} is damaged: its exact times do not round down to the CSV's "
+                          f"{TIME_COLUMN} values.")
+    return exact
+
+
 # --------------------------------------------------------------------------- writing
 
 
-def _timestamps(ns: NDArray[np.int64], decimals: int) -> pa.Array:
-    """Integer ms, or a decimal with ``decimals`` digits built from exact integers."""
-    if decimals == 0:
-        return pa.array(ns // _NS_PER_MS)
-    unscaled = ns // 10 ** (6 - decimals)
-    words = np.empty((len(ns), 2), dtype=np.int64)  # little-endian 128-bit two's complement
-    words[:, 0] = unscaled
-    words[:, 1] = unscaled >> 63
-    return pa.Array.from_buffers(pa.decimal128(20, decimals), len(ns), [None, pa.py_buffer(words)])
+def _float_text(x: NDArray[np.float64]) -> pa.Array:
+    """Shortest round-trip text, always with ``.`` or an exponent; ``NaN``, ``inf``, ``-inf``."""
+    arr = pa.array(x)
+    text = pc.cast(arr, pa.string())
+    if (np.isfinite(x) & (x == np.trunc(x))).any():  # "2" would read as an integer column
+        plain = pc.utf8_is_decimal(pc.utf8_ltrim(text, "-"))
+        text = pc.if_else(plain, pc.binary_join_element_wise(text, ".0", ""), text)
+    if np.isnan(x).any():  # Arrow writes "nan", which polars reads as text
+        text = pc.if_else(pc.is_nan(arr), "NaN", text)
+    return text
 
 
 def _quality(codes: NDArray[np.int8]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(QUALITY_NAMES))
 
 
-def _header(run: xr.Dataset, wide: bool, variables: list[str], decimals: int) -> dict[str, Any]:
+def _header(run: xr.Dataset, wide: bool, variables: list[str], ns: NDArray[np.int64]
+            ) -> dict[str, Any]:
     encoded = _encode_attrs(dict(run.attrs), "run")
     return {
-        "format": "csv-wide" if wide else "csv",  # first: sniff_csv looks for it
+        "format": "csv-wide" if wide else "csv",
         "schema_version": SCHEMA_VERSION,
         "daqlab_version": __version__,
+        "csv": {},  # the CSV's size and checksum, known once it is written
         "samples": run.sizes["time"],
-        "timestamp_decimals": decimals,
+        "time": _time_spec(ns, float(run.attrs["sample_rate"])),
         "channels": [  # from the coordinates themselves, so that nothing is normalised away
             {"name": str(run["channel"].values[i]), "unit": str(run["unit"].values[i]),
              **{k: float(run[k].values[i]) for k in ("range_min", "range_max", "cal_slope",
@@ -283,36 +364,73 @@ def _header(run: xr.Dataset, wide: bool, variables: list[str], decimals: int) ->
     }
 
 
-def _long_table(names: list[str], ns: NDArray[np.int64], decimals: int,
-                arrays: dict[str, NDArray[Any]]) -> pa.Table:
-    c, n = len(names), len(ns)
+def _placeholder(i: int) -> str:
+    # control characters never occur in a channel name (check_channel_name) nor in other cells
+    return f"\x01{i}\x01"
+
+
+def _long_table(names: list[str], ms: NDArray[np.int64], arrays: dict[str, NDArray[Any]]
+                ) -> pa.Table:
+    c, n = len(names), len(ms)
+    cells = [_protect(name) for name in names]
     columns = {
-        TIME_COLUMN: _timestamps(np.repeat(ns, c), decimals),
-        "value": pa.array(arrays["value"].T.ravel()),
+        TIME_COLUMN: pa.array(np.repeat(ms, c)),
+        "value": _float_text(arrays["value"].T.ravel()),
         "channel": pa.DictionaryArray.from_arrays(
             pa.array(np.tile(np.arange(c, dtype=np.int32), n)),
-            pa.array([_protect(name) for name in names], pa.string())),
+            pa.array([_placeholder(i) if _csv_field(x) != x else x for i, x in enumerate(cells)],
+                     pa.string())),
         "quality": _quality(arrays["quality"].T.ravel()),
     }
     if "raw" in arrays:
-        columns["raw"] = pa.array(arrays["raw"].T.ravel())
+        columns["raw"] = _float_text(arrays["raw"].T.ravel())
     return pa.table(columns)
 
 
-def _wide_table(names: list[str], ns: NDArray[np.int64], decimals: int,
-                arrays: dict[str, NDArray[Any]]) -> pa.Table:
-    columns = {TIME_COLUMN: _timestamps(ns, decimals)}
+def _wide_table(names: list[str], ms: NDArray[np.int64], arrays: dict[str, NDArray[Any]]
+                ) -> pa.Table:
+    columns = {TIME_COLUMN: pa.array(ms)}
     for i, name in enumerate(names):
         for v, data in arrays.items():
-            columns[f"{v}:{name}"] = _quality(data[i]) if v == "quality" else pa.array(data[i])
+            columns[f"{v}:{name}"] = _quality(data[i]) if v == "quality" else _float_text(data[i])
     return pa.table(columns)
+
+
+def _write_rows(table: pa.Table, sink: pa.NativeFile, quoted: dict[bytes, bytes]) -> None:
+    """The rows, unquoted as the seed writes them; channel names that need quotes get them.
+
+    Arrow quotes either every text cell (the values too, which polars then reads as
+    text) or none, so such names are written as placeholders and replaced, block by block.
+    """
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    if not quoted:
+        pacsv.write_csv(table, sink, options)
+        return
+    for batch in table.to_batches(max_chunksize=1 << 18):
+        buf = pa.BufferOutputStream()
+        pacsv.write_csv(pa.Table.from_batches([batch]), buf, options)
+        data = buf.getvalue().to_pybytes()
+        for placeholder, field in quoted.items():
+            data = data.replace(placeholder, field)
+        sink.write(data)
+
+
+def _fingerprint(path: Path) -> dict[str, int]:
+    """Byte size and CRC-32 of a file: cheap (GB/s), and enough to tell two CSVs apart."""
+    crc = size = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return {"bytes": size, "crc32": crc}
 
 
 def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool = False) -> Path:
-    """Write ``run`` as CSV (long form, or wide with ``wide=True``); return ``path``.
+    """Write ``run`` as CSV (long form, or wide with ``wide=True``) and its sidecar; return ``path``.
 
-    The file is written under a temporary name and renamed into place when
-    complete; an existing file is kept unless ``overwrite=True``.
+    Both files are written under temporary names and renamed into place when
+    complete (the sidecar first); an existing CSV or sidecar is kept unless
+    ``overwrite=True``.
     """
     path = Path(path)
     validate(run, check_data=False)
@@ -336,22 +454,32 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
         raise SchemaError([f"quality holds values outside 0-3 (daqlab.Quality): "
                            f"{sorted(set(np.unique(q).tolist()) - {0, 1, 2, 3})[:5]}."])
     ns = run["time"].values.astype("datetime64[ns]").view(np.int64)
-    decimals = next(d for d in (0, 3, 6) if not (ns % 10 ** (6 - d)).any())
-    header = _header(run, wide, variables, decimals)
-    table = (_wide_table if wide else _long_table)(names, ns, decimals, arrays)
-    # unquoted cells, as the seed writes them, unless a channel name needs quotes
-    needs_quotes = not wide and any(ch in _protect(nm) for nm in names for ch in ',"\r\n')
-    prelude = (_MAGIC.decode() + _dump_json(header) + "\n"
-               + ",".join(_csv_field(k) for k in table.column_names) + "\n")
+    header = _header(run, wide, variables, ns)
+    table = (_wide_table if wide else _long_table)(names, ns // _NS_PER_MS, arrays)
+    quoted = {} if wide else {  # see _write_rows
+        _placeholder(i).encode(): _csv_field(_protect(nm)).encode("utf-8")
+        for i, nm in enumerate(names) if _csv_field(_protect(nm)) != _protect(nm)}
+    columns_line = ",".join(_csv_field(k) for k in table.column_names) + "\n"
     # a CSV cell takes at most ~25 bytes (value, time, name, quality per sample)
-    estimate = len(prelude) + table.num_rows * (25 * table.num_columns + 40)
-    with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp, \
-            pa.OSFile(str(tmp), "wb") as sink:
-        sink.write(prelude.encode("utf-8"))
-        if table.num_rows:
-            options = pacsv.WriteOptions(include_header=False,
-                                         quoting_style="needed" if needs_quotes else "none")
-            pacsv.write_csv(table, sink, options)
+    estimate = len(columns_line) + table.num_rows * (25 * table.num_columns + 40)
+    side = sidecar_path(path)
+    with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp:
+        if not overwrite and probe(side, "exists", "write"):
+            raise StorageError(
+                errno.EEXIST,
+                f"{side} exists already: it holds the metadata of a CSV run named {path.name} "
+                "(that CSV is missing: an interrupted save?). daqlab does not write over it by "
+                "default; remove it, choose another name, or pass overwrite=True.",
+            )
+        with pa.OSFile(str(tmp), "wb") as sink:
+            sink.write(columns_line.encode("utf-8"))
+            if table.num_rows:
+                _write_rows(table, sink, quoted)
+        header["csv"] = _fingerprint(tmp)  # read back: the bytes that will be renamed
+        text = (_dump_json(header) + "\n").encode("utf-8")
+        # the sidecar is renamed first, so a CSV never appears without its metadata
+        with atomic_path(side, overwrite=True, expected_bytes=len(text)) as tmp_side:
+            tmp_side.write_bytes(text)
     return path
 
 
@@ -368,15 +496,20 @@ class _Prelude:
 
 
 def _parse_header(line: bytes, path: Path) -> dict[str, Any]:
+    """The object of a ``# daqlab-csv`` first line (files written before the sidecar)."""
+    where = f"{path}: the '# daqlab-csv' header line"
     try:
         header = _unprotect_tree(json.loads(line[len(_MAGIC):].decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(
-            f"{path}: the '# daqlab-csv' header line is not valid JSON ({exc}); the file was "
-            "truncated or edited."
-        ) from None
+        raise FormatError(f"{where} is not valid JSON ({exc}); the file was truncated or "
+                          "edited.") from None
+    return _check_header(header, path, where, "timestamp_decimals")
+
+
+def _check_header(header: Any, path: Path, where: str, time_key: str) -> dict[str, Any]:
+    """``header`` (a line's or a sidecar's object) checked for what :func:`open_csv` uses."""
     if not isinstance(header, dict) or "schema_version" not in header:
-        raise FormatError(f"{path}: the '# daqlab-csv' header line has no schema_version.")
+        raise FormatError(f"{where} has no schema_version.")
     version = header["schema_version"]
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise FormatError(
@@ -384,10 +517,10 @@ def _parse_header(line: bytes, path: Path) -> dict[str, Any]:
             f"{header.get('daqlab_version', '?')}; this daqlab ({__version__}) reads up to "
             f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
         )
-    missing = [k for k in ("format", "samples", "timestamp_decimals", "channels", "variables",
+    missing = [k for k in ("format", "samples", time_key, "channels", "variables",
                            "attrs", "attr_types", "var_attrs") if k not in header]
     if missing:
-        raise FormatError(f"{path}: the '# daqlab-csv' header line lacks {missing}.")
+        raise FormatError(f"{where} lacks {missing}.")
     problems = []
     if header["format"] not in ("csv", "csv-wide"):
         problems.append(f"unknown format {header['format']!r}")
@@ -398,7 +531,28 @@ def _parse_header(line: bytes, path: Path) -> dict[str, Any]:
     elif not header["channels"] and header["format"] == "csv" and header["samples"] != 0:
         problems.append(f"no channels but {header['samples']!r} sample(s)")
     if problems:
-        raise FormatError(f"{path}: the '# daqlab-csv' header line is damaged: {'; '.join(problems)}.")
+        raise FormatError(f"{where} is damaged: {'; '.join(problems)}.")
+    return header
+
+
+def _read_sidecar(side: Path, path: Path) -> dict[str, Any]:
+    """The sidecar's object, checked, and checked to describe the CSV ``path`` byte for byte."""
+    where = f"{side} (the metadata of {path.name})"
+    plain = f"move {side.name} away to open {path.name} as a plain CSV with default metadata"
+    try:
+        header = json.loads(side.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{where} is not valid JSON ({exc}); it was truncated or edited. "
+                          f"Restore it, or {plain}.") from None
+    header = _check_header(header, path, where, "time")
+    expected, actual = header.get("csv"), _fingerprint(path)
+    if expected != actual:
+        raise FormatError(
+            f"{where} does not belong to this CSV: it describes a CSV of {expected} "
+            f"(bytes, CRC-32) but {path.name} has {actual}. The CSV was changed after daqlab "
+            f"wrote it, or a save was interrupted between writing the two files. Restore the "
+            f"CSV the sidecar describes (or save the run again), or {plain}."
+        )
     return header
 
 
@@ -441,6 +595,8 @@ def _layout(columns: list[str]) -> str | None:
         return "csv"
     if TIME_COLUMN in columns and any(c.startswith("value:") for c in columns):
         return "csv-wide"
+    if columns == [TIME_COLUMN]:  # the wide form of a run of 0 channels
+        return "csv-wide"
     return None
 
 
@@ -466,7 +622,8 @@ def _read_table(path: Path, prelude: _Prelude, types: dict[str, pa.DataType]) ->
                 f,
                 read_options=pacsv.ReadOptions(column_names=prelude.columns),
                 convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
-                                                     strings_can_be_null=False),
+                                                     strings_can_be_null=False,
+                                                     include_columns=list(types)),
             )
     except pa.ArrowException as exc:
         if "Empty CSV file" in str(exc):
@@ -641,35 +798,52 @@ def _plain_attrs(path: Path, size: int, t: NDArray[np.int64]) -> dict[str, Any]:
 
 def _read_arrays(
     path: Path, prelude: _Prelude, layout: str, names: list[str] | None, variables: list[str],
-    time_type: pa.DataType,
+    time_type: pa.DataType, escaped: bool,
 ) -> tuple[list[str], NDArray[np.int64], dict[str, Any]]:
-    """Check the columns, parse the rows; channel names, times (ns) and (channel, time) arrays."""
-    columns, escaped = prelude.columns, prelude.header is not None
+    """Check the columns, parse the rows; channel names, times (ns) and (channel, time) arrays.
+
+    ``escaped``: the file is daqlab's, so its channel names carry formula protection.
+    """
+    columns = prelude.columns
     float_t, dict_t = pa.float64(), pa.dictionary(pa.int32(), pa.string())
+    # a plain file may be daqlab's calibrated CSV without its sidecar: its raw values are
+    # allowed but not read (without the calibration they describe, they are not a run's)
+    raw = ["raw"] if names is None and "raw" not in variables else []
     if layout == "csv":
-        _check_columns(path, columns, [*LONG_COLUMNS, *variables[2:]])
+        raw = [c for c in raw if c in columns]
+        _check_columns(path, columns, [*LONG_COLUMNS, *variables[2:], *raw])
         types = {TIME_COLUMN: time_type, "value": float_t, "channel": dict_t, "quality": dict_t,
                  "raw": float_t}
-        table = _read_table(path, prelude, {k: types[k] for k in columns})
+        table = _read_table(path, prelude, {k: types[k] for k in columns if k not in raw})
         return _long_arrays(table, path, names, variables, escaped)
     if names is None:
         names = list(dict.fromkeys(c[6:] for c in columns if c.startswith("value:")))
-    _check_columns(path, columns, [TIME_COLUMN] + [f"{v}:{nm}" for nm in names for v in variables])
+    raw = [f"raw:{nm}" for nm in names if raw and f"raw:{nm}" in columns]
+    _check_columns(path, columns,
+                   [TIME_COLUMN] + [f"{v}:{nm}" for nm in names for v in variables] + raw)
     table = _read_table(path, prelude, {
         k: time_type if k == TIME_COLUMN else dict_t if k.startswith("quality:") else float_t
-        for k in columns})
+        for k in columns if k not in raw})
     return names, *_wide_arrays(table, path, names, variables)
 
 
 def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
     """Read a CSV run written by :func:`save_csv` or by the seed (long or wide, detected).
 
-    ``chunks`` (as in xarray) returns the run dask-backed; the file is read eagerly.
-    Corrupt, truncated or foreign files raise :class:`~daqlab.FormatError`.
+    The metadata come from the CSV's sidecar (``<name>.daqlab.json``) if it has
+    one, else from a ``# daqlab-csv`` first line (older daqlab files), else the
+    seed's defaults apply. ``chunks`` (as in xarray) returns the run dask-backed;
+    the file is read eagerly. Corrupt, truncated or foreign files, and a sidecar
+    that does not belong to the CSV, raise :class:`~daqlab.FormatError`.
     """
     path = Path(path)
+    side = sidecar_path(path)
+    # the sidecar first: a CSV that is not the one it describes is refused as such
+    own = _read_sidecar(side, path) if probe(side, "is_file", "open") else None
     prelude = _read_prelude(path)
-    header = prelude.header
+    header, where = prelude.header, f"{path}: the '# daqlab-csv' header line"
+    if own is not None:
+        header, where = own, f"{side} (the metadata of {path.name})"
     var_attrs: dict[str, dict[str, Any]] = {}
     if header is None:
         layout = _layout(prelude.columns)
@@ -680,7 +854,7 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
                 "value:<channel>,quality:<channel>,..."
             )
         names, t, arrays = _read_arrays(path, prelude, layout, None, ["value", "quality"],
-                                        pa.decimal128(20, 6))
+                                        pa.decimal128(20, 6), escaped=False)
         try:
             channels = tuple(Channel(nm) for nm in names)
         except ValueError as exc:
@@ -696,13 +870,19 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
             cal_dates = np.array([to_datetime64(c["cal_date"], what="cal_date")
                                   for c in header["channels"]], dtype="datetime64[ns]")
         except (ValueError, KeyError, TypeError) as exc:  # ChannelError etc. are ValueErrors
-            raise FormatError(f"{path}: the '# daqlab-csv' header line is damaged ({exc}).") from None
-        time_type = pa.int64() if header["timestamp_decimals"] == 0 else pa.decimal128(20, 6)
+            raise FormatError(f"{where} is damaged ({exc}).") from None
+        exact = header is not prelude.header  # a sidecar: whole ms in the CSV, exact times in it
+        time_type = (pa.int64() if exact or header["timestamp_decimals"] == 0
+                     else pa.decimal128(20, 6))
         names, t, arrays = _read_arrays(path, prelude, header["format"],
-                                        [c.name for c in channels], header["variables"], time_type)
+                                        [c.name for c in channels], header["variables"], time_type,
+                                        escaped=True)
         if len(t) != header["samples"]:
-            raise FormatError(f"{path}: the header promises {header['samples']} sample(s) per "
-                              f"channel but the file holds {len(t)}; it was truncated or edited.")
+            raise FormatError(f"{path}: {where.removeprefix(f'{path}: ')} promises "
+                              f"{header['samples']} sample(s) per channel but the file holds "
+                              f"{len(t)}; it was truncated or edited.")
+        if exact:
+            t = _exact_times(t, header["time"], where)
     value, quality = arrays["value"], arrays["quality"]
     quality[~np.isfinite(value) & (quality == Quality.GOOD)] = Quality.BAD  # as make_run does
     run = assemble_run(value, quality, t.view("datetime64[ns]"), channels, attrs)
@@ -739,7 +919,7 @@ def sniff_csv(head: bytes) -> str | None:
             columns = next(csv.reader([raw.decode("utf-8").rstrip("\r")]))
         except (UnicodeDecodeError, csv.Error):
             return None
-        if sorted(columns) == sorted(LONG_COLUMNS):
-            return "csv"
+        if sorted(columns) in (sorted(LONG_COLUMNS), sorted([*LONG_COLUMNS, "raw"])):
+            return "csv"  # with "raw": a calibrated run
         return "csv-wide" if _layout(columns) == "csv-wide" else None
     return None

@@ -14,7 +14,7 @@ import xarray as xr
 
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
-from daqlab.io._csv import open_csv, save_csv, sniff_csv
+from daqlab.io._csv import SIDECAR_SUFFIX, open_csv, save_csv, sniff_csv
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
 from daqlab.io._seed import is_seed_file, open_seed, save_seed
@@ -138,7 +138,7 @@ def _expand(paths_or_glob: object) -> list[Path]:
         p = as_path(paths_or_glob, what)
         text = str(p)
         if any(ch in text for ch in "*?["):
-            return [Path(q) for q in sorted(glob.glob(text))]
+            return [Path(q) for q in sorted(glob.glob(text)) if not q.endswith(SIDECAR_SUFFIX)]
         return [p]
     if not isinstance(paths_or_glob, Iterable):
         raise ConfigurationError(
