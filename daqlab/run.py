@@ -591,7 +591,7 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
             problems.append(f"coordinate {coord!r} must be float64; has dtype {arr.dtype}.")
         elif kind == "M" and arr.dtype != np.dtype("datetime64[ns]"):
             problems.append(f"coordinate {coord!r} must be datetime64[ns]; has dtype {arr.dtype}.")
-    if all(c in run.coords for c in ("range_min", "range_max")):
+    if _float_per_channel(run, "range_min") and _float_per_channel(run, "range_max"):
         lo, hi = run["range_min"].values, run["range_max"].values
         with np.errstate(invalid="ignore"):
             bad = np.asarray(lo >= hi)
@@ -600,20 +600,26 @@ def _check_coords(run: xr.Dataset, problems: list[str]) -> None:
                 f"channel {run['channel'].values[i]!r}: range_min {float(lo[i])} >= range_max "
                 f"{float(hi[i])}; give min < max, or NaN for an open end."
             )
-    if "cal_slope" in run.coords and run["cal_slope"].dtype == np.float64:
+    if _float_per_channel(run, "cal_slope"):
         s = run["cal_slope"].values
         for i in np.flatnonzero(~np.isfinite(s) | (s == 0)):
             problems.append(
                 f"channel {run['channel'].values[i]!r}: cal_slope must be finite and non-zero; "
                 f"is {float(s[i])} (use 1.0 for no calibration)."
             )
-    if "cal_offset" in run.coords and run["cal_offset"].dtype == np.float64:
+    if _float_per_channel(run, "cal_offset"):
         o = run["cal_offset"].values
         for i in np.flatnonzero(~np.isfinite(o)):
             problems.append(
                 f"channel {run['channel'].values[i]!r}: cal_offset must be finite; is {float(o[i])} "
                 "(use 0.0 for no offset)."
             )
+
+
+def _float_per_channel(run: xr.Dataset, coord: str) -> bool:
+    """Whether ``coord`` is a float64 per-channel coordinate, so its values can be checked
+    (its wrong kind or shape was reported already)."""
+    return coord in run.coords and run[coord].dims == ("channel",) and run[coord].dtype == np.float64
 
 
 def _sorted_without_nat(run: xr.Dataset) -> bool:

@@ -683,3 +683,21 @@ def test_no_warnings_building_and_validating() -> None:
         run = dl.make_run([[np.nan, np.inf, 1.0]], [dl.Channel("a", range=(0, 1))],
                           sample_rate=1.0)
         dl.validate(run)
+
+
+@pytest.mark.parametrize(
+    ("coord", "values"),
+    [
+        pytest.param("range_min", ["low", "low"], id="range-as-text"),
+        pytest.param("range_max", [b"x", b"y"], id="range-as-bytes"),
+        pytest.param("cal_slope", ["2", "2"], id="slope-as-text"),
+        pytest.param("cal_offset", [None, None], id="offset-as-objects"),
+    ],
+)
+def test_validate_reports_per_channel_numbers_of_the_wrong_kind(coord: str, values: list[object]) -> None:
+    """A range or calibration of text was a raw numpy UFuncTypeError from inside validate."""
+    run = dl.make_run(np.zeros((2, 3)), ["a", "b"], sample_rate=1.0)
+    bad = run.assign_coords({coord: ("channel", np.array(values, dtype=object))})
+    with pytest.raises(dl.SchemaError) as info:
+        dl.validate(bad)
+    assert f"coordinate {coord!r} must be float64" in str(info.value)
