@@ -58,8 +58,11 @@ def summary(run: xr.Dataset, path: Path | None = None) -> str:
     ]
     if n:
         lines.append(f"time       {run.time.values[0]} .. {run.time.values[-1]} UTC")
-    counts = ", ".join(f"{f.name.lower()} {int((q == f).sum())}" for f in Quality)
-    lines.append(f"quality    {counts}")
+    tally = {f.name.lower(): int((q == f).sum()) for f in Quality}
+    counts = ", ".join(f"{name} {k}" for name, k in tally.items())
+    other = q.size - sum(tally.values())
+    # flags outside daqlab.Quality (a damaged file opened lazily) are counted, not dropped
+    lines.append(f"quality    {counts}" + (f", not a Quality flag {other}" if other else ""))
     lines.append(f"calibrated {bool(run.attrs['calibrated'])}")
     if path is not None:
         lines.append(f"file       {path}")

@@ -112,3 +112,47 @@ def test_convert_a_run_of_no_channels_to_csv_and_back(tmp_path: Path) -> None:
         assert run_cli(["convert", str(src), str(dst), "--format", fmt]) == 0
         assert run_cli(["info", str(dst)]) == 0  # was "header line is damaged: no channels"
         xr.testing.assert_identical(dl.open_run(dst), dl.open_run(src))
+
+
+def _foreign_or_damaged(kind: str, folder: Path) -> tuple[Path, str]:
+    """A file daqlab must refuse, and the start of what it must say."""
+    path = folder / f"{kind}.h5"
+    if kind == "plain-hdf5":
+        with h5py.File(path, "w") as f:
+            f["x"] = np.arange(3)
+        return path, (f"{path} is an HDF5 file that is neither a netCDF-4 file nor the seed's layout: "
+                      "it has datasets ['x (3,) int64']. daqlab reads its own NetCDF4 runs")
+    dl.save(dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0), path)
+    with h5py.File(path, "r+") as f:  # xarray then warned about phony_dims before it failed
+        del f["value"]
+        f["value"] = np.arange(3.0)
+    return path, f"{path} is a damaged daqlab run: variable 'value' has shape (3,) and dtype float64"
+
+
+@pytest.mark.parametrize("kind", ["plain-hdf5", "damaged-netcdf"])
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_a_foreign_or_damaged_hdf5_file_gives_one_error_line(tmp_path: Path, kind: str,
+                                                             command: str) -> None:
+    # was: "... is a NetCDF file but not a daqlab run" after xarray's UserWarnings on stderr
+    path, message = _foreign_or_damaged(kind, tmp_path)
+    args = [str(path)] if command == "info" else [str(path), str(tmp_path / "out.csv")]
+    done = subprocess.run([sys.executable, "-m", "daqlab", command, *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"daqlab {command}: error: {message}")
+    assert "Warning" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_info_counts_flags_outside_quality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`daqlab info` opens lazily, where flags outside 0..3 open as stored: they are counted."""
+    path = dl.save(dl.make_run(np.zeros((1, 4)), ["a"], sample_rate=1.0), tmp_path / "q.nc")
+    with h5py.File(path, "r+") as f:
+        f["quality"][0, 1:3] = 7
+    assert run_cli(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "quality    good 2, suspect 0, bad 0, interpolated 0, not a Quality flag 2" in out

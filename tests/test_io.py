@@ -176,10 +176,15 @@ def test_file_opens_with_plain_h5py(tmp_path: Path) -> None:
         names = [b"".join(row).rstrip(b"\0").decode() for row in f["channel"][...]]
         assert names == run.daq.channel_names
         assert int(np.asarray(f.attrs["daqlab_schema_version"]).ravel()[0]) == dl.SCHEMA_VERSION
-        assert f.attrs["daqlab_version"] == dl.__version__
-        assert f.attrs["Conventions"] == "CF-1.8"
-        assert f["value"].attrs["ancillary_variables"] == "quality"
-        assert f["quality"].attrs["flag_meanings"] == "good suspect bad interpolated"
+        # text attributes are NC_CHAR, as netCDF-C writes them: fixed-length, bytes in h5py
+        def text(a: object) -> str:
+            assert isinstance(a, bytes), f"{a!r} is not an NC_CHAR attribute"
+            return a.decode()
+
+        assert text(f.attrs["daqlab_version"]) == dl.__version__
+        assert text(f.attrs["Conventions"]) == "CF-1.8"
+        assert text(f["value"].attrs["ancillary_variables"]) == "quality"
+        assert text(f["quality"].attrs["flag_meanings"]) == "good suspect bad interpolated"
         np.testing.assert_array_equal(f["quality"].attrs["flag_values"], [0, 1, 2, 3])
 
 
@@ -489,7 +494,8 @@ def test_files_edited_by_other_tools_open_through_xarray(tmp_path: Path) -> None
     with h5netcdf.File(path, "a") as nc:
         nc.create_variable("gain", ("channel",), data=np.arange(3.0))
     assert _netcdf._read_plain(path) is None
-    with pytest.raises(dl.SchemaError, match=r"unexpected data variable.*gain"):
+    with pytest.raises(dl.FormatError, match=r"extra\.nc does not hold a valid daqlab run:\n.*"
+                       r"unexpected data variable.*gain"):
         dl.open_run(path)
 
 
@@ -631,7 +637,7 @@ def test_transposed_samples_are_not_read_as_channel_by_time(tmp_path: Path) -> N
 
     assert _netcdf._read_plain(path) is None
     # said, never silently transposed
-    with pytest.raises(dl.SchemaError, match=r"'value' must have dims \('channel', 'time'\); has \('time'"):
+    with pytest.raises(dl.FormatError, match=r"'value' must have dims \('channel', 'time'\); has \('time'"):
         dl.open_run(path)
 
 
@@ -769,8 +775,8 @@ def test_attributes_with_text_that_is_not_utf8_round_trip(tmp_path: Path) -> Non
     back = dl.open_run(dl.save(run, tmp_path / "latin.nc"))
     xr.testing.assert_identical(back, run)
     assert back.attrs["name"] == "M\udcfcnchen"
-    with h5py.File(tmp_path / "latin.nc") as f:  # stored as plain (escaped) text
-        assert f.attrs["name"] == '"M\\udcfcnchen"'
+    with h5py.File(tmp_path / "latin.nc") as f:  # stored as plain (escaped) NC_CHAR text
+        assert f.attrs["name"] == b'"M\\udcfcnchen"'
 
 
 @pytest.mark.parametrize("labels", [np.array(["ok", "b"]), np.array([["x", "yy"], ["z", ""]]),
@@ -793,3 +799,22 @@ def test_a_unit_that_is_not_text_is_refused_the_same_way_by_every_format(tmp_pat
                        r"surrogates \(decoded from bytes that were not UTF-8\)"):
         dl.save(run, tmp_path / "u.out", fmt)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("chunks", [None, {}], ids=["eager", "lazy"])
+def test_files_with_time_in_nanoseconds_since_still_open_exactly(tmp_path: Path, chunks: Any) -> None:
+    # daqlab wrote "nanoseconds since <first sample>" before UDUNITS-2 (and so the CF checker)
+    # was found to read it as "nan..."; such files open as they did, to the nanosecond
+    t = np.array(["2026-01-01T00:00:00.000000001", "2026-03-01T12:34:56.789012345",
+                  "2026-04-14T23:59:59.999999999"], dtype="datetime64[ns]")
+    run = dl.make_run([[1.0, 2.0, 3.0]], ["a"], sample_rate=1.0, times=t)
+    path = dl.save(run.assign_coords(time=run.time.dt.round("us")), tmp_path / "old.nc")
+    with h5py.File(path, "r+") as f:  # the old form, over 104 days: as written before
+        f["time"][:] = (t - t[0]).astype(np.int64).astype(np.float64)
+        f["time"].attrs["units"] = "nanoseconds since 2026-01-01T00:00:00.000000001"
+    with h5py.File(path, "r") as f:
+        assert f["time"].attrs["units"] == "nanoseconds since 2026-01-01T00:00:00.000000001"
+    back = dl.open_run(path, chunks=chunks)
+    np.testing.assert_array_equal(back["time"].values, t)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["time"].values, t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 from collections.abc import Callable
@@ -27,22 +28,59 @@ def _rich() -> xr.Dataset:
                        start="2026-11-24T06:00:00.000000001")
 
 
-RUNS: dict[str, Callable[[], xr.Dataset]] = {
-    "rich": _rich,
-    "calibrated": lambda: dl.calibrate(_rich()),
-    "empty": lambda: dl.empty_run(["a", "b"], sample_rate=10.0),
-    "one-sample": lambda: dl.make_run([[1.5]], ["only"], sample_rate=1.0, start="2020-02-29"),
-    "odd-rate": lambda: dl.make_run(np.ones((2, 100)), 2, sample_rate=3.0, start="2024-01-01"),
+def _recorded(folder: Path) -> tuple[xr.Dataset, Path]:
+    """A recording consolidated into .nc by the recorder (the same writer as ``dl.save``)."""
+    times = np.datetime64("2026-11-24T06:00:00.000000001", "ns") + np.arange(300).astype("timedelta64[ms]")
+    values = np.random.default_rng(2).normal(size=(2, 300))
+    buf = dl.RingBuffer(2, 1000, 1000.0, start="2026-11-24T06:00:00")
+    rec = dl.Recorder(buf, folder / "recording.nc", flush_interval=0.01)
+    rec.start()
+    buf.push(values, times)
+    rec.flush_through(buf.written)
+    path = rec.close()
+    return dl.make_run(values, 2, sample_rate=1000.0, times=times), path
+
+
+# How each run is written; a run built with make_run and nothing else first
+SAVERS: dict[str, Callable[[Path], tuple[xr.Dataset, Path]]] = {
+    "minimal": lambda d: _saved(dl.make_run(np.zeros((2, 10)), 2, sample_rate=10.0), d / "minimal.nc"),
+    "rich": lambda d: _saved(_rich(), d / "rich.nc"),
+    "calibrated": lambda d: _saved(dl.calibrate(_rich()), d / "calibrated.nc"),
+    "compressed": lambda d: _saved(_rich(), d / "compressed.nc", compression=True),
+    "empty": lambda d: _saved(dl.empty_run(["a", "b"], sample_rate=10.0), d / "empty.nc"),
+    "one-sample": lambda d: _saved(dl.make_run([[1.5]], ["only"], sample_rate=1.0, start="2020-02-29"),
+                                   d / "one-sample.nc"),
+    "odd-rate": lambda d: _saved(dl.make_run(np.ones((2, 100)), 2, sample_rate=3.0, start="2024-01-01"),
+                                 d / "odd-rate.nc"),
+    # over 101 days: whole microseconds since the first sample
+    "long": lambda d: _saved(dl.make_run(np.ones((1, 3)), ["a"], sample_rate=1.0, times=[
+        "2024-01-01T00:00:00.000001", "2024-03-01", "2024-07-01T00:00:00.123456"]), d / "long.nc"),
+    # nanoseconds over 101 days: fractional microseconds since the middle
+    "ns-101-days": lambda d: _saved(dl.make_run(np.ones((1, 3)), ["a"], sample_rate=1.0, times=[
+        "2026-01-01T00:00:00.000000001", "2026-02-20T12:34:56.789012345",
+        "2026-04-12T19:00:00.999999999"]), d / "ns-101-days.nc"),
+    "recording": _recorded,
 }
 
 
-@pytest.fixture(params=sorted(RUNS), ids=sorted(RUNS))
-def saved(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[xr.Dataset, Path]:
-    run = RUNS[request.param]()
-    return run, dl.save(run, tmp_path / f"{request.param}.nc")
+def _saved(run: xr.Dataset, path: Path, compression: bool = False) -> tuple[xr.Dataset, Path]:
+    return run, dl.save(run, path, compression=compression)
 
 
-def test_compliance_checker_cf18_passes_with_no_errors(saved: tuple[xr.Dataset, Path]) -> None:
+@pytest.fixture(scope="module")
+def all_saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[xr.Dataset, Path]]:
+    folder = tmp_path_factory.mktemp("cf")
+    return {name: save(folder) for name, save in SAVERS.items()}
+
+
+@pytest.fixture(params=sorted(SAVERS), ids=sorted(SAVERS))
+def saved(request: pytest.FixtureRequest, all_saved: dict[str, tuple[xr.Dataset, Path]]
+          ) -> tuple[xr.Dataset, Path]:
+    return all_saved[request.param]
+
+
+def test_compliance_checker_cf18_passes_with_no_errors_and_no_warnings(saved: tuple[xr.Dataset, Path]
+                                                                       ) -> None:
     cc = require_tool("compliance-checker")
     _, path = saved
     out = path.with_suffix(".json")
@@ -50,10 +88,61 @@ def test_compliance_checker_cf18_passes_with_no_errors(saved: tuple[xr.Dataset, 
                           capture_output=True, text=True, timeout=120)
     report = json.loads(out.read_text())
     result = next(iter(report.values()))["cf:1.8"]
-    failures = [m for group in result.get("all_priorities", [])
-                for m in group.get("msgs", []) if group.get("value", [1, 1])[0] < group["value"][1]]
+    failures = [m for key in ("high_priorities", "medium_priorities", "low_priorities")
+                for group in result.get(key, []) for m in group.get("msgs", [])
+                if group["value"][0] < group["value"][1]]
+    # its exit status is 0 only with no errors and no warnings; the counts are its three priorities
     assert proc.returncode == 0, (proc.stdout[-3000:], failures)
-    assert result["high_count"] == 0 and result["medium_count"] == 0, failures  # noqa: PT018
+    assert (result["high_count"], result["medium_count"], result["low_count"]) == (0, 0, 0), failures
+    assert result["scored_points"] == result["possible_points"], failures
+
+
+def _empty_table(path: Path, root: str) -> Path:
+    # cfchecks fetches the area-type and region tables from the network unless given files; no
+    # copy ships with it or compliance-checker, and daqlab writes neither area_type nor region,
+    # so a table with no entries checks the same
+    path.write_text(f'<?xml version="1.0"?>\n<{root}><version_number>0</version_number>'
+                    f"<date>none</date></{root}>\n")
+    return path
+
+
+def test_cfchecks_finds_no_errors_in_any_file(all_saved: dict[str, tuple[xr.Dataset, Path]],
+                                              tmp_path: Path) -> None:
+    cfchecks = require_tool("cfchecks")
+    spec = importlib.util.find_spec("compliance_checker")  # ships the standard-name table
+    assert spec is not None and spec.origin is not None  # noqa: PT018
+    names = Path(spec.origin).parent / "data" / "cf-standard-name-table.xml"
+    assert names.is_file(), names
+    paths = [path for _, path in all_saved.values()]
+    # one run over every file: cfchecks takes ~1 s to start
+    proc = subprocess.run(
+        [cfchecks, "-v", "1.8", "-s", str(names),
+         "-a", str(_empty_table(tmp_path / "area.xml", "area_type_table")),
+         "-r", str(_empty_table(tmp_path / "region.xml", "standardized_region_list")), *map(str, paths)],
+        capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    reports = proc.stdout.split("CHECKING NetCDF FILE: ")[1:]
+    assert [r.split(maxsplit=1)[0] for r in reports] == list(map(str, paths)), proc.stdout[-3000:]
+    for report in reports:
+        name, variable, errors, warnings = report.split(maxsplit=1)[0], "", [], set()
+        for line in report.splitlines():
+            if line.startswith("Checking variable: "):
+                variable = line.split(": ", 1)[1]
+            elif line.startswith(("ERROR:", "FATAL:")):
+                errors.append(f"{variable}: {line}")
+            elif line.startswith("WARN:"):
+                warnings.add(f"{variable}: {line}")
+        assert "ERRORS detected: 0" in report and not errors, (name, errors)  # noqa: PT018
+        # warnings left by design (see the README): no units on the per-channel coordinates that
+        # hold each channel's own unit, and the channel names stored as a char array
+        assert warnings <= _CFCHECKS_WARNINGS_KEPT, (name, f"{len(warnings)} warnings", warnings)
+
+
+_CFCHECKS_WARNINGS_KEPT = {
+    *(f"{v}: WARN: (3.1): units attribute should be present"
+      for v in ("range_min", "range_max", "cal_slope", "cal_offset")),
+    "channel: WARN: (5): Possible incorrect declaration of a coordinate variable.",
+}
 
 
 def test_ncdump_reads_header_and_all_data(saved: tuple[xr.Dataset, Path]) -> None:
@@ -75,8 +164,9 @@ def test_h5dump_reads_it(saved: tuple[xr.Dataset, Path]) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("engine", ["h5netcdf", "netcdf4"], ids=["h5netcdf", "netcdf4"])
-def test_xarray_default_engines_decode_time_exactly(saved: tuple[xr.Dataset, Path], engine: str) -> None:
+@pytest.mark.parametrize("engine", [None, "h5netcdf", "netcdf4"], ids=["default", "h5netcdf", "netcdf4"])
+def test_xarray_default_engines_decode_time_exactly(saved: tuple[xr.Dataset, Path], engine: str | None
+                                                    ) -> None:
     run, path = saved
     with xr.open_dataset(path, engine=engine) as ds:
         np.testing.assert_array_equal(ds["time"].values, run["time"].values)
@@ -86,12 +176,30 @@ def test_xarray_default_engines_decode_time_exactly(saved: tuple[xr.Dataset, Pat
 
 
 def test_time_is_exact_to_the_nanosecond_over_long_spans(tmp_path: Path) -> None:
-    # float64 nanoseconds since the first sample: exact below 2**53 ns (~104 days)
-    t = np.array(["2026-01-01T00:00:00.000000001", "2026-03-01T12:34:56.789012345",
-                  "2026-04-14T23:59:59.999999999"], dtype="datetime64[ns]")
-    run = dl.make_run(np.zeros((1, 3)), ["a"], sample_rate=1.0, times=t)
-    back = dl.open_run(dl.save(run, tmp_path / "long.nc"))
-    np.testing.assert_array_equal(back["time"].values, t)
+    # float64 microseconds since the middle of the run, with the nanoseconds as a fraction
+    # chosen so that rounding (daqlab) and truncating (xarray) decoders both get them back:
+    # exact below 2**43 us (101.8 days) less the second that makes the reference whole.
+    # Random nanoseconds: xarray's truncation missed one in six of them with the nearest float.
+    start = np.datetime64("2026-01-01T00:00:00.000000001", "ns")
+    span = 2**43 * 1000 - 10**9
+    offsets = np.random.default_rng(3).integers(0, span, 20_000)
+    t = start + np.sort(np.concatenate([[0, span, 2**42 * 1000, 2**52], offsets])).astype("timedelta64[ns]")
+    run = dl.make_run(np.zeros((1, t.size)), ["a"], sample_rate=1.0, times=t)
+    path = dl.save(run, tmp_path / "long.nc")
+    np.testing.assert_array_equal(dl.open_run(path)["time"].values, t)
+    for engine in (None, "h5netcdf", "netcdf4"):
+        with xr.open_dataset(path, engine=engine) as ds:
+            np.testing.assert_array_equal(ds["time"].values, t)
+            units = ds["time"].encoding["units"]
+    # UDUNITS-2 reads "nanoseconds" as "nan..."; the reference is a whole second
+    assert units == f"microseconds since {(t[0] + (t[-1] - t[0]) // 2).astype('datetime64[s]')}", units
+    assert units == "microseconds since 2026-02-20T21:40:46", units
+    # a second longer (and not whole microseconds) is refused, not rounded
+    over = dl.make_run(np.zeros((1, 2)), ["a"], sample_rate=1.0, times=t[[0, -1]] + np.array(
+        [0, 10**9 + 1], "timedelta64[ns]"))
+    with pytest.raises(dl.FormatError, match=r"cannot write over\.nc as NetCDF: its times span 102 days "
+                       r"and sample 1 .* exact to the nanosecond only for spans up to 101 days"):
+        dl.save(over, tmp_path / "over.nc")
 
 
 def test_quality_is_compressed_and_value_chunked(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@
 - ``engine="daqlab-seed"``: the seed's ``/data/<channel>/timestamps|values`` HDF5 layout.
 
 The CSV and seed engines also answer xarray's ``guess_can_open``, so
-``xr.open_dataset("run.csv")`` finds them without naming an engine.
+``xr.open_dataset("run.csv")`` finds them without naming an engine. Every engine
+registers a close (``Dataset.set_close``), so ``xr.open_mfdataset(paths, engine=...)``
+closes, as a ``with`` block too.
 """
 
 from __future__ import annotations
@@ -51,9 +53,12 @@ class _DaqlabEntrypoint(BackendEntrypoint):
                 f"daqlab's xarray engines open paths (str or pathlib.Path); got "
                 f"{type(filename_or_obj).__name__}. Pass the file's path, not an open file or bytes."
             )
-        ds = self.opener(path)
-        if drop_variables is not None:
-            ds = ds.drop_vars(drop_variables, errors="ignore")
+        opened = self.opener(path)
+        # a new object, so that closing it closes what the opener left open (xarray calls the
+        # close of every dataset open_mfdataset combined, and a missing one raises TypeError)
+        ds = (opened.copy(deep=False) if drop_variables is None
+              else opened.drop_vars(drop_variables, errors="ignore"))
+        ds.set_close(opened.close)
         return ds
 
 

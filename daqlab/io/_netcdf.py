@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dask.array
 import dask.base
@@ -20,9 +22,9 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
-from daqlab.errors import DaqlabError, FormatError, StorageError
+from daqlab.errors import DaqlabError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.model import is_utf8
+from daqlab.model import Quality, is_utf8
 from daqlab.run import (
     SCHEMA_VERSION,
     check_chunks,
@@ -33,7 +35,7 @@ from daqlab.run import (
     validate,
 )
 
-__all__ = ["from_disk", "open_netcdf", "save_netcdf", "to_disk"]
+__all__ = ["check_netcdf4", "from_disk", "open_netcdf", "save_netcdf", "to_disk"]
 
 _SCHEMA_ATTR = "daqlab_schema_version"
 
@@ -151,22 +153,29 @@ _QUALITY_STANDARD_NAME = "status_flag"
 
 
 _TIME_UNITS = re.compile(r"(nanoseconds|microseconds) since (\S+)")
+# Spans whose times stay exact to the nanosecond as fractional microseconds: every offset from the
+# reference (the middle of the run) below 2**42 us, where float64 microseconds are spaced < 0.5 ns.
+_NS_EXACT_HALF_SPAN = 2**42 * 1000
 
 
 def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], str]:
-    """``times`` as float64 counts since the first sample, exactly, and their CF units.
+    """``times`` as float64 counts of microseconds, exactly, and their CF units.
 
-    int64 is not a CF-1.8 type, so time is a float64 count of nanoseconds since
-    the first sample: exact for every whole number below 2**53 ns (104 days).
-    Longer runs use microseconds (exact to the microsecond for 285 years) when
-    every time is a whole microsecond after the first; a longer run with finer
-    times, or a span over 285 years, cannot be stored exactly and raises
-    ValueError (nothing is rounded).
+    int64 is not a CF-1.8 type, and UDUNITS-2 (the NCAS CF checker) cannot parse
+    ``nanoseconds`` (it reads "nan"), so time is a float64 count of microseconds
+    since a whole second in the middle of the run, with a fraction for the
+    nanoseconds. Each count is chosen so that both ways readers decode it,
+    rounding (daqlab) and truncating (xarray) ``count * 1000``, give the
+    nanosecond back: exact for spans up to 2**43 us (101.8 days, less up to the
+    second that makes the reference whole). Longer runs use
+    whole microseconds since the first sample (exact for 285 years) when every
+    time is a whole microsecond after the first; a longer run with finer times,
+    or a span over 285 years, cannot be stored exactly and raises ValueError
+    (nothing is rounded).
     """
     t = times.view(np.int64)
     if t.size == 0:
-        return np.empty(0), "nanoseconds since 1970-01-01T00:00:00"
-    ref = np.datetime_as_string(times[0], unit="ns")
+        return np.empty(0), "microseconds since 1970-01-01T00:00:00"
     span = int(t[-1]) - int(t[0])  # Python ints: a span over 292 years overflows int64
     if span >= 2**53 * 1000:
         raise ValueError(
@@ -174,25 +183,60 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
             "counts (CF-1.8 has no int64), exact to the microsecond for spans up to 285 years. Split "
             "the run into shorter parts"
         )
+    # a whole second: tools that read the reference to the microsecond only (cftime) read it exactly
+    ref = (int(t[0]) + span // 2) // 10**9 * 10**9
+    if max(ref - int(t[0]), int(t[-1]) - ref) < _NS_EXACT_HALF_SPAN:
+        counts = _exact_microseconds(t - ref)
+        if counts is not None:
+            return counts, f"microseconds since {np.datetime64(ref // 10**9, 's')}"
     offsets = t - t[0]
-    if span < 2**53:
-        return offsets.astype(np.float64), f"nanoseconds since {ref}"
     micro, rest = np.divmod(offsets, 1000)
     if rest.any():
         k = int(np.argmax(rest != 0))
         raise ValueError(
             f"its times span {span / 86400e9:,.0f} days and sample {k} ({times[k]}) is not a whole "
             "microsecond after the first; NetCDF stores time as float64 counts (CF-1.8 has no int64), "
-            "exact to the nanosecond only for spans under 104 days. Split the run into parts shorter "
+            "exact to the nanosecond only for spans up to 101 days. Split the run into parts shorter "
             "than that, save it as CSV (exact to the nanosecond), or round its times to microseconds "
             "(run.assign_coords(time=run.time.dt.round('us')))"
         )
-    return micro.astype(np.float64), f"microseconds since {ref}"
+    return micro.astype(np.float64), f"microseconds since {np.datetime64(int(t[0]), 'ns')}"
+
+
+def _exact_microseconds(ns: NDArray[np.int64]) -> NDArray[np.float64] | None:
+    """``ns`` (offsets below 2**42 us) as float64 microseconds that give each nanosecond back when
+    multiplied by 1000 and rounded (daqlab) or truncated (xarray); ``None`` if one cannot.
+
+    ``ns / 1000`` is the nearest float, but its product with 1000 may fall just below the whole
+    nanosecond, which truncation turns into the one before: a float next to it does not.
+    """
+    def decoded_exactly(micro: NDArray[np.float64], want: NDArray[np.float64]) -> NDArray[np.bool_]:
+        product = micro * 1000.0
+        ok: NDArray[np.bool_] = (np.rint(product) == want) & (np.trunc(product) == want)
+        return ok
+
+    out = np.empty(ns.shape)
+    step = 1 << 16  # blocks that stay in the CPU's cache: about 3x faster than whole arrays
+    for start in range(0, ns.size, step):
+        exact = ns[start:start + step].astype(np.float64)  # (below 2**53: exact)
+        block = np.divide(exact, 1000.0, out=out[start:start + step])
+        missed = np.flatnonzero(~decoded_exactly(block, exact))
+        for direction in (np.inf, -np.inf):
+            if not missed.size:
+                break
+            other = np.nextafter(block[missed], direction)
+            fits = decoded_exactly(other, exact[missed])
+            block[missed[fits]] = other[fits]
+            missed = missed[~fits]
+        if missed.size:
+            return None
+    return out
 
 
 def _decode_time(values: NDArray[Any], units: str, calendar: str, name: str = "time"
                  ) -> NDArray[np.datetime64]:
-    """Inverse of :func:`_encode_time`; other CF units go through xarray's decoder."""
+    """Inverse of :func:`_encode_time`, and of the ``nanoseconds since`` it wrote before;
+    other CF units go through xarray's decoder."""
     m = _TIME_UNITS.fullmatch(units.strip())
     if m is None:
         decoded = np.asarray(xr.coding.times.decode_cf_datetime(values, units, calendar))
@@ -209,9 +253,15 @@ def _decode_time(values: NDArray[Any], units: str, calendar: str, name: str = "t
             raise FormatError(f"variable {name!r} holds NaN, infinite or out-of-range counts "
                               f"(from {lo} to {hi} {units}); the file is damaged.")
     counts = np.empty(np.shape(values), np.int64)  # one pass, no temporaries
-    np.rint(values, out=counts, casting="unsafe")
-    if scale != 1:
-        counts *= scale
+    if scale != 1 and np.size(values) and max(-lo, hi) < 2.0**42:
+        # fractional microseconds are only written below 2**42 (see _exact_microseconds), where
+        # whole ones times 1000 are exact too
+        np.rint(np.multiply(values, scale, dtype=np.float64), out=counts, casting="unsafe")
+    else:
+        # whole counts (of up to 2**53 us: their product with 1000 would not be exact in float64)
+        np.rint(values, out=counts, casting="unsafe")
+        if scale != 1:
+            counts *= scale
     counts += t0
     out: NDArray[np.datetime64] = counts.view("datetime64[ns]")
     return out
@@ -307,11 +357,12 @@ def _attrs_bytes(attrs: dict[Any, Any]) -> int:
 
 def _disk_bytes(ds: xr.Dataset) -> int:
     """An upper estimate of the file ``ds`` makes: its numbers, its text as the fixed-length char
-    arrays written, and its attributes (the metadata can outweigh a short run), twice for HDF5's
-    heaps. A write must never run into a full disk (see ``ensure_space``)."""
-    total = 2 * _attrs_bytes(ds.attrs)
+    arrays written, and its attributes (the metadata can outweigh a short run). A write must
+    never run into a full disk (see ``ensure_space``)."""
+    # three times: HDF5's heaps, and again when _char_attributes rewrites text attributes
+    total = 3 * _attrs_bytes(ds.attrs)
     for v in ds.variables.values():
-        total += 2 * _attrs_bytes(v.attrs)
+        total += 3 * _attrs_bytes(v.attrs)
         if v.dtype.kind in "OSU":
             texts = [str(x).encode("utf-8", "replace") for x in np.ravel(v.values)]
             total += v.size * max([len(t) for t in texts] + [1])
@@ -336,22 +387,58 @@ def save_netcdf(
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         except (TypeError, ValueError) as exc:  # h5netcdf/xarray refusing a value
             raise FormatError(f"cannot write {path.name} as NetCDF: {exc}") from exc
+        _char_attributes(tmp)
         _verify(tmp, run)
     return path
 
 
+def _char_attributes(tmp: Path) -> None:
+    """Store text attributes as netCDF's NC_CHAR (fixed-length UTF-8 in HDF5), as CF wants.
+
+    h5netcdf writes them as variable-length strings (NC_STRING), which NCO reports as a CF
+    violation and then ignores (``coordinates`` among them); xarray reads both kinds alike.
+    """
+    def fix(obj: Any) -> None:
+        for name in list(obj.attrs):
+            info = h5py.check_string_dtype(obj.attrs.get_id(name).dtype)
+            if info is None or info.length is not None:
+                continue  # not text, or fixed-length already
+            value = obj.attrs[name]
+            if not isinstance(value, str):
+                continue  # an array of text: NC_STRING is the only netCDF type for it
+            try:
+                data = value.encode("utf-8")
+            except UnicodeEncodeError:
+                continue  # not text (lone surrogates): kept as it is
+            obj.attrs.create(name, np.array(data, dtype=h5py.string_dtype("utf-8", max(len(data), 1))))
+
+    with h5py.File(tmp, "r+") as f:
+        fix(f)
+        f.visititems(lambda _, obj: fix(obj))
+
+
 def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
-    """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files."""
+    """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files.
+
+    A damaged file (a variable missing, or of the wrong shape or kind) is a FormatError naming
+    the variable. Read eagerly, quality flags outside :class:`~daqlab.Quality` are a FormatError
+    too; read lazily they are left to :func:`daqlab.validate` (which reads every sample).
+    ``run.close()`` on a lazy run closes the files it reads.
+    """
     chunks = check_chunks(chunks)
-    ds = _read_plain(path, chunks)
+    opened: list[_H5Variable] = []  # what a lazy run reads through, closed by run.close()
+    ds = _read_plain(path, chunks, opened)
     plain = ds is not None
     if ds is None:
         try:
-            # lazily in the file's own chunks; the samples are then read in the chunks asked for
-            ds = xr.open_dataset(path, engine="h5netcdf", chunks=None if chunks is None else {},
-                                 decode_times=False)
+            with warnings.catch_warnings():
+                # h5netcdf's notes on dimensions (phony_dims...): the layout was checked already
+                warnings.simplefilter("ignore", UserWarning)
+                # lazily in the file's own chunks; the samples are then read in the chunks asked for
+                ds = xr.open_dataset(path, engine="h5netcdf", chunks=None if chunks is None else {},
+                                     decode_times=False)
             if chunks is not None:
-                ds = chunk_samples(_through_h5py(ds, path, chunks), chunks)
+                ds = chunk_samples(_through_h5py(ds, path, chunks, opened), chunks)
         except DaqlabError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -370,8 +457,49 @@ def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
             ds.close()
     run = coords_in_memory(run)
     for name in ("channel", "unit"):
-        run[name] = run[name].astype(object)
-    return validate(run, check_data=False)
+        # a char array without _Encoding (another tool wrote it) decodes to bytes
+        text = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+                for v in run[name].values.tolist()]
+        run[name] = run[name].copy(data=np.array(text, dtype=object))
+    try:
+        validate(run, check_data=False)
+    except SchemaError as exc:
+        problems = "\n".join(f"  - {p}" for p in exc.problems)
+        raise FormatError(
+            f"{path} does not hold a valid daqlab run:\n{problems}\nThe file was damaged or edited "
+            "by another tool; save the run again from its source.") from None
+    if chunks is None:
+        _check_flags(run, path)
+    else:
+        run.set_close(partial(_close_all, opened, None if plain else ds))
+    return run
+
+
+def _close_all(opened: list[_H5Variable], ds: xr.Dataset | None) -> None:
+    """Close the files a lazy run reads (dask reopens them should it be computed again)."""
+    for var in opened:
+        var.file.close()
+    if ds is not None:
+        ds.close()
+
+
+def _check_flags(run: xr.Dataset, path: Path) -> None:
+    """Refuse quality flags outside :class:`~daqlab.Quality` (a lazy open leaves that to
+    ``validate``, which would otherwise read every sample)."""
+    q = run["quality"].values
+    # the flags are 0..3: as unsigned bytes every other value, negatives too, is above 3
+    bad = q.view(np.uint8) > int(max(Quality))
+    if not bad.any():
+        return
+    found = np.unique(q[bad]).tolist()
+    i, k = (int(x[0]) for x in np.nonzero(bad))
+    allowed = [int(x) for x in Quality]
+    raise FormatError(
+        f"{path}: variable 'quality' holds {int(bad.sum())} flag(s) outside daqlab.Quality's "
+        f"{allowed}: {found[:5]} (the first for channel {run['channel'].values[i]!r} at "
+        f"{run['time'].values[k]}); the file was damaged or written by another tool. Open it "
+        "lazily (daqlab.open_run(path, chunks={})) to inspect or repair the flags: "
+        "daqlab.validate(run) lists them.")
 
 
 class _H5Variable:
@@ -407,7 +535,8 @@ class _H5Variable:
         return out
 
 
-def _through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any]) -> xr.Dataset:
+def _through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any],
+                  opened: list[_H5Variable]) -> xr.Dataset:
     """``ds`` (opened lazily by xarray in the file's chunks) with its sample variables read
     straight through h5py in ``chunks`` (``{}``: the file's), where nothing but reading is
     needed to decode them."""
@@ -415,20 +544,23 @@ def _through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any]) -> xr.Data
         var = ds.variables.get(name)
         if var is None or var.chunks is None or any(k in var.attrs or k in var.encoding for k in _PACKING):
             continue
-        ds[name] = _lazy_samples(path, name, var, chunks)
+        ds[name] = _lazy_samples(path, name, var, chunks, opened)
     return ds
 
 
-def _lazy_samples(path: Path, name: str, var: xr.Variable, chunks: dict[str, Any]) -> xr.Variable:
+def _lazy_samples(path: Path, name: str, var: xr.Variable, chunks: dict[str, Any],
+                  opened: list[_H5Variable]) -> xr.Variable:
     """``var`` (the file's variable ``name``, in its stored chunks) as a dask array that reads
-    it through h5py in ``chunks`` (``{}``: as stored)."""
+    it through h5py in ``chunks`` (``{}``: as stored); its reader is appended to ``opened``."""
     path = path.resolve()  # read later, maybe from another folder or on another machine
     st = path.stat()
     asked = chunked_variable(var, chunks).chunks if chunks else var.chunks
     # the same file, variable and chunks: the same dask keys (anything else must differ)
     token = dask.base.tokenize(str(path), st.st_ino, st.st_size, st.st_mtime_ns, name, asked)
+    reader = _H5Variable(path, name, var.shape, var.dtype, (st.st_size, st.st_mtime_ns))
+    opened.append(reader)
     data = dask.array.from_array(  # type: ignore[no-untyped-call]
-        _H5Variable(path, name, var.shape, var.dtype, (st.st_size, st.st_mtime_ns)),
+        reader,
         chunks=asked, name=f"daqlab-read-{name}-{token}",
         lock=False, asarray=True, meta=np.empty((0,) * var.ndim, var.dtype))
     return var.copy(deep=False, data=data)
@@ -495,7 +627,98 @@ def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
             for k in obj.attrs if k not in _HDF5_ATTRS}
 
 
-def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset | None:
+def _contents(f: h5py.Group) -> str:
+    """What an HDF5 group holds at its top, briefly, for an error message."""
+    groups = sorted(k for k in f if isinstance(f.get(k), h5py.Group))
+    sets = [f"{k} {d.shape} {d.dtype}" for k in sorted(f) if isinstance(d := f.get(k), h5py.Dataset)
+            and not bytes(d.attrs.get("NAME", b"")).startswith(_BARE_DIMENSION)]
+    parts = [f"{what} {names[:8]}{' ...' if len(names) > 8 else ''}"
+             for what, names in (("groups", groups), ("datasets", sets)) if names]
+    return " and ".join(parts) or "no groups or datasets"
+
+
+def _is_netcdf4(f: h5py.File) -> bool:
+    """netCDF-C and h5netcdf stamp ``_NCProperties`` on the root; older writers left at least
+    the dimension scales of their variables."""
+    return "_NCProperties" in f.attrs or any(
+        isinstance(d := f.get(k), h5py.Dataset) and ("DIMENSION_LIST" in d.attrs or "CLASS" in d.attrs)
+        for k in f)
+
+
+def check_netcdf4(path: Path) -> None:
+    """Refuse an HDF5 file that is not netCDF-4 (nor the seed's layout, checked before) with
+    an error saying what it holds; a file h5py cannot open is left to :func:`open_netcdf`."""
+    try:
+        with h5py.File(path, "r") as f:
+            if _is_netcdf4(f):
+                return
+            contents = _contents(f)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+        return
+    raise FormatError(
+        f"{path} is an HDF5 file that is neither a netCDF-4 file nor the seed's layout: it has "
+        f"{contents}. daqlab reads its own NetCDF4 runs (daqlab.save), the seed's HDF5 layout "
+        "(/data/<channel>/timestamps and values, /metadata), its CSV layouts and recording "
+        "folders. Read this file with h5py and build a run with daqlab.make_run(...)."
+    )
+
+
+# Each variable of a daqlab file: its length(s) as a run's channel count C and sample count N,
+# the kinds of dtype it may have, and what daqlab writes there.
+_LAYOUT: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "time": (("N",), "iuf", "a 1-D float64 count of time, one per sample"),
+    "channel": (("C",), "SUO", "the channel names as text"),
+    "unit": (("C",), "SUO", "the channels' units as text"),
+    **{name: (("C",), "iuf", "one float64 per channel") for name in
+       ("range_min", "range_max", "cal_slope", "cal_offset", "cal_date")},
+    "value": (("C", "N"), "iuf", "float64 samples of shape (channel, time)"),
+    "quality": (("C", "N"), "iu", "int8 flags of shape (channel, time)"),
+    "raw": (("C", "N"), "iuf", "float64 samples of shape (channel, time)"),
+}
+
+
+def _check_layout(f: h5py.File, path: Path) -> None:
+    """Refuse a file that is not a daqlab run, or whose variables are missing or of the wrong
+    shape or kind, naming the variable (xarray would fail deep inside, or open a wrong run)."""
+    if not _is_netcdf4(f):
+        check_netcdf4(path)
+    if _SCHEMA_ATTR not in f.attrs:
+        raise FormatError(
+            f"{path} is a NetCDF file but not a daqlab run (no {_SCHEMA_ATTR} attribute): it has "
+            f"{_contents(f)}. daqlab opens the NetCDF files daqlab.save writes; open this one "
+            "with xarray.open_dataset."
+        )
+    sizes: dict[str, int] = {}
+    for name, (dims, kinds, written) in _LAYOUT.items():
+        d = f.get(name)
+        if d is None and name == "raw":
+            continue
+        if not isinstance(d, h5py.Dataset):
+            have = sorted(k for k in f if isinstance(f.get(k), h5py.Dataset))
+            what = "is missing" if d is None else f"is a {type(d).__name__}, not a dataset"
+            _damaged(path, name, f"{what} (the file has {have})", written)
+        shape = d.shape or ()
+        # text may be a char array, with one more dimension for the characters
+        text = kinds == "SUO" and d.dtype.kind == "S" and len(shape) == len(dims) + 1
+        if d.dtype.kind not in kinds or not (len(shape) == len(dims) or text):
+            _damaged(path, name, f"has shape {shape} and dtype {d.dtype}", written)
+        for dim, n in zip(dims, shape, strict=False):
+            if sizes.setdefault(dim, n) != n:
+                counts = (f"{sizes.get('C', '?')} channel(s) ('channel') and "
+                          f"{sizes.get('N', '?')} sample(s) ('time')")
+                _damaged(path, name, f"has shape {shape}, but the file has {counts}", written)
+
+
+def _damaged(path: Path, name: str, problem: str, written: str) -> NoReturn:
+    raise FormatError(
+        f"{path} is a damaged daqlab run: variable {name!r} {problem}, where daqlab writes "
+        f"{written}. The file was damaged or edited by another tool; save the run again from its "
+        f"source, or repair {name!r} (e.g. with h5py)."
+    )
+
+
+def _read_plain(path: Path, chunks: dict[str, Any] | None = None,
+                opened: list[_H5Variable] | None = None) -> xr.Dataset | None:
     """A daqlab NetCDF file read whole through h5py, CF-decoded by xarray; ``None`` when the
     file holds anything else (another tool added a variable, packed the data, ...), which
     xarray's h5netcdf reader then opens.
@@ -508,13 +731,15 @@ def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset 
     """
     try:
         with h5py.File(path, "r") as f:
+            _check_layout(f, path)
             found = [k for k in f if not (isinstance(f[k], h5py.Dataset) and bytes(
                 f[k].attrs.get("NAME", b"")).startswith(_BARE_DIMENSION))]
             if not {"time", "cal_date"} <= set(found) <= _PLAIN_DIMS.keys() or any(
                     k in f[v].attrs for v in ("value", "quality", "raw") if v in f for k in _PACKING):
                 return None
             with ThreadPoolExecutor(1, thread_name_prefix="daqlab-read") as pool:
-                variables = _read_variables(f, found, pool, path, chunks)
+                variables = _read_variables(f, found, pool, path, chunks,
+                                            [] if opened is None else opened)
             attrs = _attrs(f)
     except DaqlabError:
         raise
@@ -536,8 +761,9 @@ def _read_plain(path: Path, chunks: dict[str, Any] | None = None) -> xr.Dataset 
         return None
 
 
-def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor,
-                    path: Path, chunks: dict[str, Any] | None) -> dict[str, xr.Variable] | None:
+def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor, path: Path,
+                    chunks: dict[str, Any] | None, opened: list[_H5Variable]
+                    ) -> dict[str, xr.Variable] | None:
     """Every variable of ``names`` (``None`` if one is not as daqlab writes it). The quality
     flags are inflated and the times decoded in ``pool`` while the samples are read: numpy
     and zlib release the GIL, and so does h5py while it reads."""
@@ -550,7 +776,14 @@ def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor,
             return done
 
     for name in ("value", "quality", "raw"):  # stored as (channel, time), not transposed
-        if name in names and _dim_names(f[name]) != _PLAIN_DIMS[name]:
+        if name not in names:
+            continue
+        try:
+            dims = _dim_names(f[name])
+        except (RuntimeError, KeyError, ValueError) as exc:  # its dimension scales were deleted
+            _damaged(path, name, f"names dimensions that cannot be read ({type(exc).__name__}: {exc}; "
+                     "was 'channel' or 'time' replaced?)", _LAYOUT[name][2])
+        if dims != _PLAIN_DIMS[name]:
             return None
     deflated = _deflated_chunks(f["quality"]) if "quality" in names and chunks is None else None
     inflating = submit(lambda: [zlib.decompress(b) for _, b in deflated or ()])
@@ -569,7 +802,7 @@ def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor,
         elif chunks is not None and name in ("value", "quality", "raw"):
             # (only the chunks of this placeholder count)
             stored = dask.array.empty(d.shape, dtype=d.dtype, chunks=d.chunks or d.shape)
-            read[name] = _lazy_samples(path, name, xr.Variable(dims, stored, _attrs(d)), chunks)
+            read[name] = _lazy_samples(path, name, xr.Variable(dims, stored, _attrs(d)), chunks, opened)
         else:
             read[name] = xr.Variable(dims, d[()], _attrs(d))
     if deflated is not None:

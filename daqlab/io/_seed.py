@@ -82,7 +82,12 @@ Reading rules (:func:`open_seed`)
   a channel without ``values`` or timestamps, lengths that differ within a
   channel, non-numeric or non-1-D datasets, NaN/out-of-range timestamps,
   invalid channel names or calibrations) raise :class:`~daqlab.FormatError`
-  naming the file and what is wrong.
+  naming the file and what is wrong. An HDF5 file with a ``/data`` group that
+  is not netCDF-4 is read as this layout, so a damaged one gets these errors.
+* **Exact numbers.** ``values`` and ``physical`` of integer types up to 32 bits
+  (and floats up to 64) convert to float64 exactly; int64/uint64 datasets
+  holding a magnitude beyond 2**53, and wider floats that float64 would round,
+  are refused with a FormatError (nothing is rounded silently).
 """
 
 from __future__ import annotations
@@ -122,7 +127,7 @@ from daqlab.run import (
     validate,
 )
 
-__all__ = ["is_seed_file", "open_seed", "save_seed"]
+__all__ = ["is_seed_file", "open_seed", "save_seed", "seed_like"]
 
 _LIBVER = ("earliest", "v110")  # readable by Debian's netCDF-C / HDF5 tools (FACTS.md)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -494,9 +499,37 @@ def _read_1d(g: Any, key: str, where: str, kinds: str) -> NDArray[Any]:
     if obj.shape is None or len(obj.shape) != 1:
         raise FormatError(f"{where}: {key!r} must be a 1-D dataset; has shape {obj.shape}.")
     if obj.dtype.kind not in kinds:
-        raise FormatError(f"{where}: {key!r} holds {obj.dtype}, not numbers.")
+        wanted = "integers" if set(kinds) <= set("iu") else "numbers"
+        raise FormatError(f"{where}: {key!r} holds {obj.dtype}; daqlab reads {wanted} there.")
     arr: NDArray[Any] = np.asarray(obj[()])
     return arr
+
+
+_EXACT_FLOAT_INT = 2**53  # float64 holds every integer up to this magnitude, not all beyond
+
+
+def _as_float64(arr: NDArray[Any], where: str, key: str) -> NDArray[np.float64]:
+    """``arr`` as float64, refusing what would be rounded: 64-bit integers beyond 2**53 and
+    floats wider than float64 (narrower numbers convert exactly)."""
+    out = arr.astype(np.float64)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8 and arr.size:
+        big = max(abs(int(arr.min())), abs(int(arr.max())))  # Python ints: exact
+        if big > _EXACT_FLOAT_INT:
+            raise FormatError(
+                f"{where}: {key!r} holds {arr.dtype} integers up to {big} in magnitude; a run's "
+                f"values are float64, which holds integers exactly only up to 2**53 "
+                f"({_EXACT_FLOAT_INT}), so opening it would round them. Read the dataset with h5py "
+                "and scale or offset it into that range (or store it as float64), then build the "
+                "run with daqlab.make_run(...)."
+            )
+    elif arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and not np.array_equal(
+            out.astype(arr.dtype), arr, equal_nan=True):
+        raise FormatError(
+            f"{where}: {key!r} holds {arr.dtype} values that float64 (a run's values) cannot hold "
+            "exactly; opening it would round them. Read the dataset with h5py and convert it as "
+            "you see fit, then build the run with daqlab.make_run(...)."
+        )
+    return out
 
 
 def _seconds_to_ns(t: NDArray[Any], where: str) -> NDArray[np.int64]:
@@ -547,7 +580,7 @@ def _read_channel(data: Any, name: str, path: Path) -> _Chan:
         raise FormatError(f"{where} has no 'values' dataset; it has {sorted(g)}.")
     if "timestamps" not in g and "timestamps_ns" not in g:
         raise FormatError(f"{where} has no 'timestamps' dataset; it has {sorted(g)}.")
-    values = _read_1d(g, "values", where, "biuf").astype(np.float64)
+    values = _as_float64(_read_1d(g, "values", where, "biuf"), where, "values")
     t_float = _read_1d(g, "timestamps", where, "iuf") if "timestamps" in g else None
     t_exact = (_exact_ns(_read_1d(g, "timestamps_ns", where, "iu"), where)
                if "timestamps_ns" in g else None)
@@ -575,7 +608,7 @@ def _read_channel(data: Any, name: str, path: Path) -> _Chan:
         quality = q.astype(np.int8)
     physical: NDArray[np.float64] | None = None
     if "physical" in g:
-        physical = _read_1d(g, "physical", where, "biuf").astype(np.float64)
+        physical = _as_float64(_read_1d(g, "physical", where, "biuf"), where, "physical")
         if physical.shape[0] != n:
             raise FormatError(f"{where} has {physical.shape[0]} physical values but {n} values.")
     if n > 1 and (np.diff(times) < 0).any():
@@ -996,6 +1029,18 @@ def open_seed(path: Path, chunks: Any = None) -> xr.Dataset:
             f"({type(exc).__name__}: {exc})."
         ) from exc
     return chunk_samples(run, chunks)
+
+
+def seed_like(path: Path) -> bool:
+    """True for an HDF5 file with a ``/data`` group that is not netCDF-4 (no ``_NCProperties``):
+    in the seed's layout, or meant to be but damaged (:func:`open_seed` then says what is
+    wrong). Never raises."""
+    try:
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("data"), h5py.Group) and not (
+                "_NCProperties" in f.attrs or _SCHEMA_ATTR in f.attrs)
+    except Exception:
+        return False
 
 
 def is_seed_file(path: Path) -> bool:
