@@ -22,16 +22,17 @@ import pytest
 import daqlab as dl
 from tests.helpers import wait_for
 
-START = """
+START_TEMPLATE = """
 import sys, time
 import daqlab as dl
 src = dl.sources.Simulated(2, 1000.0, seed=0)
-dm = dl.DataManager(src, name="crash", output_dir=sys.argv[1], autosave_interval=None)
+dm = dl.DataManager(src, name="crash", output_dir=sys.argv[1], autosave_interval=None, record={record})
 dm.start()
-sub = dm.subscribe(kinds=dl.events.Recorded)
-assert sub.get(timeout=30) is not None, "nothing recorded"
+sub = dm.subscribe(kinds=dl.events.{ready_when})
+assert sub.get(timeout=30) is not None, "no {ready_when} event"
 print("ready", flush=True)
 """
+START = START_TEMPLATE.format(record=True, ready_when="Recorded")
 
 
 def _spawn(code: str, out: Path) -> subprocess.Popen[str]:
@@ -85,34 +86,27 @@ def test_ctrl_c_in_a_script_saves_the_run(tmp_path: Path, tail: str) -> None:
     _saved_run(out)
 
 
-def test_interpreter_exit_saves_the_run(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = _spawn(START + "time.sleep(0.2)\n", out)  # the script just ends, never calls stop()
+def _exit_normally(start: str, out: Path) -> None:
+    """Run ``start`` and let the script end without calling stop(); it must exit cleanly."""
+    proc = _spawn(start + "time.sleep(0.2)\n", out)
     try:
         _wait_ready(proc)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+
+
+def test_interpreter_exit_saves_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _exit_normally(START, out)
     _saved_run(out)
 
 
 def test_interpreter_exit_without_recording_writes_nothing(tmp_path: Path) -> None:
     """record=False: exit saves no ring buffer (notebook kernels wrote 19-52 MB each time)."""
     out = tmp_path / "out"
-    code = START.replace('autosave_interval=None)', 'autosave_interval=None, record=False)').replace(
-        "sub = dm.subscribe(kinds=dl.events.Recorded)\nassert sub.get(timeout=30) is not None, "
-        '"nothing recorded"',
-        "sub = dm.subscribe(kinds=dl.events.NewData)\nassert sub.get(timeout=30) is not None")
-    assert "record=False" in code
-    assert "NewData" in code
-    proc = _spawn(code + "time.sleep(0.2)\n", out)
-    try:
-        _wait_ready(proc)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    _exit_normally(START_TEMPLATE.format(record=False, ready_when="NewData"), out)
     assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
 
 
