@@ -23,6 +23,7 @@ __all__ = [
     "is_utf8",
     "to_channels",
     "to_datetime64",
+    "wrapped_outside_ns",
 ]
 
 
@@ -40,17 +41,28 @@ class Quality(IntEnum):
         return " ".join(q.name.lower() for q in cls)
 
 
+def wrapped_outside_ns(arr: Any) -> tuple[Any, Any]:
+    """``arr`` (any ``datetime64`` unit) as ``datetime64[ns]``, and a mask of the dates that
+    do not fit the nanosecond range (1677-2262): numpy wraps a coarse date around without a word.
+    """
+    ns = arr.astype("datetime64[ns]")
+    if arr.dtype == ns.dtype or np.datetime_data(arr.dtype)[0] not in _COARSER_THAN_NS:
+        return ns, np.zeros(np.shape(arr), dtype=bool)
+    return ns, ~np.isnat(arr) & (ns.astype(arr.dtype) != arr)
+
+
+_COARSER_THAN_NS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us")
+
+
 def _in_ns_range(value: np.datetime64, what: str) -> np.datetime64:
-    out: np.datetime64 = value.astype("datetime64[ns]")
-    unit = np.datetime_data(value.dtype)[0]
-    # numpy wraps a coarse date outside the nanosecond range around without a word
-    if unit in ("Y", "M", "W", "D", "h", "m", "s", "ms", "us") and not np.isnat(value) \
-            and out.astype(value.dtype) != value:
+    out, outside = wrapped_outside_ns(value)
+    if outside:
         raise ConfigurationError(
             f"{what} {value} lies outside the range of datetime64[ns] (1677-09-21 to "
             "2262-04-11) that daqlab stamps samples in; check the date."
         )
-    return out
+    result: np.datetime64 = out
+    return result
 
 
 def to_datetime64(value: Any, *, what: str = "time") -> np.datetime64:

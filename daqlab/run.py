@@ -35,6 +35,7 @@ from daqlab.model import (
     is_utf8,
     to_channels,
     to_datetime64,
+    wrapped_outside_ns,
 )
 
 __all__ = [
@@ -160,7 +161,6 @@ def sample_times(start_ns: int, first_index: int, n: int, sample_rate: float) ->
     return (np.int64(start_ns) + offsets).view("datetime64[ns]")
 
 
-_COARSER_THAN_NS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us")
 _NS_RANGE = "1677-09-21T00:12:43.145224193 to 2262-04-11T23:47:16.854775807"
 
 
@@ -170,18 +170,16 @@ def datetime64_ns(arr: NDArray[np.datetime64], *, what: str = "times") -> NDArra
     >>> datetime64_ns(np.array(["2024-01-01"], "datetime64[D]"))
     array(['2024-01-01T00:00:00.000000000'], dtype='datetime64[ns]')
     """
-    ns = arr.astype("datetime64[ns]")
-    if arr.dtype != ns.dtype and np.datetime_data(arr.dtype)[0] in _COARSER_THAN_NS:
-        # numpy wraps a coarse time outside the nanosecond range around without a word
-        outside = ~np.isnat(arr) & (ns.astype(arr.dtype) != arr)
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise ShapeError(
-                f"{what} hold {int(outside.sum())} value(s) outside the range of datetime64[ns] "
-                f"({_NS_RANGE}), the first {arr.flat[i]} at index {i}; daqlab stamps samples "
-                "in nanoseconds. Check the dates (a wrong unit or epoch?)."
-            )
-    return ns
+    ns, outside = wrapped_outside_ns(arr)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ShapeError(
+            f"{what} hold {int(outside.sum())} value(s) outside the range of datetime64[ns] "
+            f"({_NS_RANGE}), the first {arr.flat[i]} at index {i}; daqlab stamps samples "
+            "in nanoseconds. Check the dates (a wrong unit or epoch?)."
+        )
+    result: NDArray[np.datetime64] = ns
+    return result
 
 
 def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
