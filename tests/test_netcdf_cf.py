@@ -41,6 +41,17 @@ def _recorded(folder: Path) -> tuple[xr.Dataset, Path]:
     return dl.make_run(values, 2, sample_rate=1000.0, times=times), path
 
 
+def _demo(folder: Path) -> tuple[xr.Dataset, Path]:
+    """What `daqlab demo` leaves: a simulated acquisition recorded and consolidated."""
+    from daqlab.cli import main
+
+    out = folder / "demo"
+    assert main(["demo", "--seconds", "0.2", "--channels", "3", "--rate", "2000", "--out", str(out),
+                 "--quiet", "--no-plot"]) == 0
+    [path] = out.glob("*.nc")
+    return dl.open_run(path), path
+
+
 # How each run is written; a run built with make_run and nothing else first
 SAVERS: dict[str, Callable[[Path], tuple[xr.Dataset, Path]]] = {
     "minimal": lambda d: _saved(dl.make_run(np.zeros((2, 10)), 2, sample_rate=10.0), d / "minimal.nc"),
@@ -60,6 +71,7 @@ SAVERS: dict[str, Callable[[Path], tuple[xr.Dataset, Path]]] = {
         "2026-01-01T00:00:00.000000001", "2026-02-20T12:34:56.789012345",
         "2026-04-12T19:00:00.999999999"]), d / "ns-101-days.nc"),
     "recording": _recorded,
+    "demo": _demo,
 }
 
 
