@@ -33,6 +33,8 @@ from daqlab.errors import (
     ChannelNotFoundError,
     ConfigurationError,
     DataRangeError,
+    DatasetNotFoundError,
+    SourceNotFoundError,
     StorageError,
 )
 from daqlab.events import (
@@ -529,7 +531,7 @@ class DataManager:
                 f"this manager has several sources {list(self.sources)}; say which with source=..."
             )
         if source not in self.sources:
-            raise ChannelNotFoundError(f"no source {source!r}; sources are {list(self.sources)}.")
+            raise SourceNotFoundError(f"no source {source!r}; sources are {list(self.sources)}.")
         return source
 
     def snapshot(self, seconds: float | None = None, *, source: str | None = None) -> xr.Dataset:
@@ -656,7 +658,7 @@ class DataManager:
             key = None
         if key is None or key not in self.datasets:
             known = {str(k): d.name for k, d in self.datasets.items()}
-            raise ChannelNotFoundError(f"no dataset {dataset_id!r}; datasets are {known}.")
+            raise DatasetNotFoundError(f"no dataset {dataset_id!r}; datasets are {known}.")
         return self.datasets[key]
 
     def status(self) -> dict[str, dict[str, Any]]:

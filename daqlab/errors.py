@@ -18,12 +18,15 @@ __all__ = [
     "ConfigurationError",
     "DaqlabError",
     "DataRangeError",
+    "DatasetNotFoundError",
     "FormatError",
     "NotCalibratedError",
+    "NotFoundError",
     "ProcessingError",
     "SchemaError",
     "ShapeError",
     "SourceError",
+    "SourceNotFoundError",
     "StorageError",
 ]
 
@@ -40,12 +43,24 @@ class ChannelError(DaqlabError, ValueError):
     """A channel definition is invalid (name, range, duplicates)."""
 
 
-class ChannelNotFoundError(DaqlabError, KeyError):
-    """A channel name was asked for that the run or buffer does not have."""
+class NotFoundError(DaqlabError, KeyError):
+    """Something was asked for by a name or id that is not there; the message lists what is."""
 
     def __str__(self) -> str:
         # KeyError would repr() the message and wrap it in quotes.
         return str(self.args[0]) if self.args else ""
+
+
+class ChannelNotFoundError(NotFoundError):
+    """A channel name was asked for that the run or buffer does not have."""
+
+
+class SourceNotFoundError(NotFoundError):
+    """A source name was asked for that the DataManager does not have."""
+
+
+class DatasetNotFoundError(NotFoundError):
+    """A dataset id was asked for that the DataManager does not have."""
 
 
 class CalibrationError(DaqlabError, ValueError):

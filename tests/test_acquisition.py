@@ -670,9 +670,9 @@ def test_a_dataset_without_samples_exports_as_an_empty_run(tmp_path: Path, recor
 def test_an_unknown_dataset_id_raises_a_daqlab_error(tmp_path: Path, bad_id: Any) -> None:
     dm = manager(Simulated(1, 100.0), tmp_path)
     dm.create_dataset("known")
-    with pytest.raises(dl.DaqlabError, match="no dataset"):
+    with pytest.raises(dl.DatasetNotFoundError, match="no dataset"):
         dm.export_dataset(bad_id)
-    with pytest.raises(dl.DaqlabError, match="known"):
+    with pytest.raises(KeyError, match="known"):  # also a KeyError, like every NotFoundError
         dm.dataset_run(bad_id)
 
 
@@ -735,8 +735,10 @@ def test_several_sources_each_get_a_buffer_and_a_recording(tmp_path: Path) -> No
     assert dm.snapshot(source="slow").sizes["time"] == 50
     with pytest.raises(dl.ConfigurationError, match="source="):
         dm.snapshot()
-    with pytest.raises(dl.ChannelNotFoundError, match="nope"):
+    with pytest.raises(dl.SourceNotFoundError, match="nope") as info:
         dm.snapshot(source="nope")
+    assert isinstance(info.value, KeyError)
+    assert not isinstance(info.value, dl.ChannelNotFoundError)  # a source is not a channel
     runs = {str(r.attrs["metadata"]["source_name"]): r for r in map(dl.open_run, dm.saved)}
     assert set(runs) == {"fast", "slow"}
     assert runs["fast"].sizes["time"] == 500
