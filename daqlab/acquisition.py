@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import datetime as _dt
 import functools
+import logging
 import math
 import signal
 import sys
@@ -47,11 +48,15 @@ from daqlab.events import (
     Subscription,
 )
 from daqlab.io import save
+from daqlab.io._atomic import storage_errors
 from daqlab.io._recorder import Recorder
 from daqlab.run import check_metadata, run_attrs
 from daqlab.sources import Source
 
 __all__ = ["AcquisitionConfig", "DataManager", "Dataset"]
+
+log = logging.getLogger(__name__)
+"""Failures daqlab survives but must not hide (auto-save, checkpoints) go here ("daqlab.*")."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,7 @@ class DataManager:
         now = _dt.datetime.now(_dt.UTC)
         self._started_at = now.strftime("%Y%m%dT%H%M%SZ")
         if self.config.record:
-            self.config.output_dir.mkdir(parents=True, exist_ok=True)
+            self._make_output_dir()
             for n, buf in self.buffers.items():
                 stem = f"{self._started_at}-{self.name}" + (f"-{n}" if len(self.buffers) > 1 else "")
                 self.recorders[n] = Recorder(
@@ -355,8 +360,10 @@ class DataManager:
             self.errors[name] = exc
             self.bus.publish(AcquisitionFailed(name, exc))
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 src.stop()
+            except Exception:
+                log.warning("source %r of %s failed to stop", name, self.name, exc_info=True)
             self._finished[name].set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -461,12 +468,19 @@ class DataManager:
             for ds in list(self.datasets.values()):
                 self._export(ds)
 
+    def _make_output_dir(self) -> None:
+        with storage_errors(self.config.output_dir, "make the output folder"):
+            self.config.output_dir.mkdir(parents=True, exist_ok=True)
+
     def _autosave(self) -> None:
         interval = self.config.autosave_interval
         assert interval is not None
         while not self._stop_event.wait(interval):
-            with contextlib.suppress(Exception):
+            try:
                 self.checkpoint()
+            except Exception:  # acquisition goes on; stop() saves again and raises what fails then
+                log.warning("auto-save of %s failed; trying again in %g s", self.name, interval,
+                            exc_info=True)
 
     def _install_sigint(self) -> None:
         if not self.config.handle_sigint or threading.current_thread() is not threading.main_thread():
@@ -513,8 +527,10 @@ class DataManager:
             self._ipython_hook = None
 
     def _checkpoint_quietly(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.checkpoint()
+        except Exception:
+            log.warning("checkpoint of %s failed", self.name, exc_info=True)
 
     def _restore_sigint(self) -> None:
         if self._prev_sigint is not None and threading.current_thread() is threading.main_thread():
@@ -642,7 +658,7 @@ class DataManager:
         with self._save_lock:
             run = self.dataset_run(ds.id)
             if path is None:
-                self.config.output_dir.mkdir(parents=True, exist_ok=True)
+                self._make_output_dir()
                 path = self.config.output_dir / f"{ds.name}-{str(ds.id)[:8]}.nc"
             out = save(run, path, format, overwrite=True, compression=self.config.compression)
             ds.path = out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import signal
 import threading
 import time
@@ -932,3 +933,35 @@ def test_snapshot_seconds(tmp_path: Path) -> None:
     assert dm.snapshot(100.0).sizes["time"] == 1000
     with pytest.raises(dl.ConfigurationError, match="seconds"):
         dm.snapshot(-1.0)
+
+
+def test_a_failing_autosave_is_logged_and_acquisition_goes_on(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Auto-save errors were swallowed without a word; now they go to the 'daqlab' logger."""
+    out = tmp_path / "out"
+    src = Push(["a"], 1000.0)
+    dm = manager(src, tmp_path, output_dir=out, autosave_interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="daqlab"):
+        dm.start()
+        try:
+            dm.create_dataset("kept")
+            out.write_text("a file where the output folder should be")  # every save now fails
+            wait_for(lambda: any("auto-save" in r.getMessage() for r in caplog.records), timeout=20,
+                     what="the auto-save failure to be logged")
+            assert running(dm)
+            feed_and_wait(dm, src, 10)  # acquisition goes on
+        finally:
+            with pytest.raises(dl.StorageError):  # stop() tries again and says what failed
+                dm.stop()
+    record = next(r for r in caplog.records if "auto-save" in r.getMessage())
+    assert record.name.startswith("daqlab")
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], dl.StorageError)
+
+
+def test_an_output_dir_that_is_a_file_is_a_storage_error_at_start(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("not a folder")
+    dm = manager(Simulated(["a"], 100.0), tmp_path, output_dir=tmp_path / "out", record=True)
+    with pytest.raises(dl.StorageError, match=r"cannot make the output folder .*out"):
+        dm.start()  # was a raw FileExistsError
+    assert not running(dm)
