@@ -110,6 +110,7 @@ def _python(version: str) -> str:
     pytest.skip(msg)
 
 
+@pytest.mark.notebook
 @pytest.mark.timeout(1200)  # installs JupyterLab and daqlab's dependencies into a fresh venv
 def test_binder_env_installs_and_runs_every_notebook(tmp_path: Path) -> None:
     assert NOTEBOOKS, "notebooks/ is empty"

@@ -16,3 +16,10 @@ def chromium_browser() -> Iterator[Browser]:
     executable = require_tool("chromium")  # fails under CI=true when missing, else skips
     with chromium(executable) as browser:
         yield browser
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that opens Chromium is marked ``browser``: ``-m "not browser"`` leaves it out."""
+    for item in items:
+        if "chromium_browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
