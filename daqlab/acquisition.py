@@ -35,6 +35,7 @@ from daqlab.errors import (
     ConfigurationError,
     DataRangeError,
     DatasetNotFoundError,
+    SaveErrors,
     SourceNotFoundError,
     StorageError,
 )
@@ -420,8 +421,9 @@ class DataManager:
             ) from exc
 
     def _final_save(self) -> None:
-        """Write everything; every step is tried, and the first failure is raised after."""
-        failures: list[BaseException] = []
+        """Write everything; every step is tried, and what failed is raised after (several
+        failures together, as a SaveErrors group)."""
+        failures: list[Exception] = []
 
         def attempt(step: Callable[[], Path]) -> None:
             try:
@@ -449,8 +451,11 @@ class DataManager:
             for rec in self.recorders.values():
                 if rec.error is None:
                     attempt(functools.partial(rec.close, compression=self.config.compression))
-        if failures:
+        if len(failures) == 1:
             raise failures[0]
+        if failures:
+            raise SaveErrors(f"stop() could not save {len(failures)} things; everything else was "
+                             "saved", failures)
 
     def __enter__(self) -> DataManager:
         """Start (unless running already); leaving the block stops and saves, also on errors."""

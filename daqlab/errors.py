@@ -7,7 +7,7 @@ say what was given, what is allowed, and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "AcquisitionError",
@@ -23,6 +23,7 @@ __all__ = [
     "NotCalibratedError",
     "NotFoundError",
     "ProcessingError",
+    "SaveErrors",
     "SchemaError",
     "ShapeError",
     "SourceError",
@@ -111,6 +112,14 @@ class AcquisitionError(DaqlabError, RuntimeError):
 
 class StorageError(DaqlabError, OSError):
     """A file could not be written or read (disk full, permissions, vanished folder)."""
+
+
+class SaveErrors(ExceptionGroup[Exception], DaqlabError):
+    """Several things could not be saved (``DataManager.stop()`` tries them all); ``exceptions``
+    holds each failure. ``except DaqlabError`` catches it, ``except*`` picks kinds out of it."""
+
+    def derive(self, excs: Sequence[Exception]) -> SaveErrors:  # type: ignore[override]
+        return SaveErrors(self.message, excs)  # what except* and split() pick out stays a SaveErrors
 
 
 class FormatError(DaqlabError, ValueError):

@@ -965,3 +965,24 @@ def test_an_output_dir_that_is_a_file_is_a_storage_error_at_start(tmp_path: Path
     with pytest.raises(dl.StorageError, match=r"cannot make the output folder .*out"):
         dm.start()  # was a raw FileExistsError
     assert not running(dm)
+
+
+def test_several_failures_at_stop_are_raised_together(tmp_path: Path) -> None:
+    """Only the first failure was kept; a SaveErrors group now holds each (a DaqlabError too)."""
+    src = Push(["a"], 1000.0)
+    dm = manager(src, tmp_path, buffer_samples=100)
+    dm.start()
+    lost = [dm.create_dataset("old-1"), dm.create_dataset("old-2")]
+    feed_and_wait(dm, src, 250)  # the ring no longer holds their start, and nothing recorded it
+    kept = dm.create_dataset("new")
+    feed_and_wait(dm, src, 30)
+    with pytest.raises(dl.SaveErrors) as info:
+        dm.stop()
+    assert isinstance(info.value, dl.DaqlabError)
+    assert [type(e) for e in info.value.exceptions] == [dl.DataRangeError, dl.DataRangeError]
+    messages = " ".join(str(e) for e in info.value.exceptions)
+    assert all(dm.datasets[d].name in messages for d in lost)
+    assert dm.saved == [dm.datasets[kept].path]  # everything else was saved
+    picked, rest = info.value.split(dl.DataRangeError)  # what except* does keeps the group's type
+    assert isinstance(picked, dl.SaveErrors)
+    assert rest is None
