@@ -48,9 +48,7 @@ from daqlab.events import (
     NewData,
     Subscription,
 )
-from daqlab.io import save
-from daqlab.io._atomic import storage_errors
-from daqlab.io._recorder import Recorder
+from daqlab.io import Recorder, save, storage_errors
 from daqlab.run import check_metadata, run_attrs
 from daqlab.sources import Source
 

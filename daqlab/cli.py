@@ -18,8 +18,7 @@ from tqdm import tqdm
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
-from daqlab.io import FORMATS, detect_format, open_run, save
-from daqlab.io._atomic import path_error
+from daqlab.io import FORMATS, detect_format, open_run, path_error, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 

@@ -16,7 +16,7 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
-from daqlab.io._atomic import atomic_path
+from daqlab.io import atomic_path
 from daqlab.run import validate
 from daqlab.view._base import channel_color
 from daqlab.view._decimate import MinMaxColumns, minmax
