@@ -124,7 +124,8 @@ def block_values(
                    if v.ndim == 2 and v.shape[1] == channels else "")
             )
     out = v.astype(np.float64, copy=False)
-    if copy and isinstance(values, np.ndarray) and np.may_share_memory(out, values):
+    # a view of anything the caller holds (an ndarray, a memoryview, a DataArray...) is copied
+    if copy and (out is values or not out.flags.owndata):
         out = out.copy()
     return out
 
@@ -161,7 +162,7 @@ def block_times(times: ArrayLike, n: int, *, what: str = "push", copy: bool = Fa
     # NaT is the smallest int64: in a non-decreasing block it can only hide at the front
     if n and t[0] == _NAT:
         raise ShapeError(f"{what}: times hold NaT; every sample needs a timestamp.")
-    if copy and isinstance(times, np.ndarray) and np.may_share_memory(t, times):
+    if copy and (t is times or not t.flags.owndata):
         t = t.copy()
     return t
 

@@ -712,3 +712,23 @@ def test_a_wall_clock_giving_no_time_is_refused_at_start(now: Any) -> None:
     src = Push(["x"], 100.0, wall_clock=lambda: now)
     with pytest.raises(dl.ConfigurationError, match=r"wall_clock\(\) must return the current UTC time"):
         src.start()
+
+
+def test_feed_copies_buffers_that_are_not_ndarrays() -> None:
+    """A memoryview or DataArray given to feed was queued as a view: the driver's reuse of its
+    buffer changed samples already fed (found by review)."""
+    import xarray as xr
+
+    src = Push(["x", "y"], 100.0)
+    src.start()
+    raw = np.array([[1.0, 2.0], [3.0, 4.0]])
+    stamps = np.array([10, 20], dtype=np.int64)
+    src.feed(memoryview(raw), times=memoryview(stamps))
+    src.feed(xr.DataArray(raw + 10), times=xr.DataArray(stamps + 100))
+    raw[:] = -99.0
+    stamps[:] = 0
+    block = src.read(timeout=1.0)
+    assert block is not None
+    assert block.values.tolist() == [[1.0, 2.0, 11.0, 12.0], [3.0, 4.0, 13.0, 14.0]]
+    assert block.times.view(np.int64).tolist() == [10, 20, 110, 120]
+    src.stop()
