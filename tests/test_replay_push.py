@@ -723,7 +723,7 @@ def test_feed_copies_buffers_that_are_not_ndarrays() -> None:
     src.start()
     raw = np.array([[1.0, 2.0], [3.0, 4.0]])
     stamps = np.array([10, 20], dtype=np.int64)
-    src.feed(memoryview(raw), times=memoryview(stamps))
+    src.feed(memoryview(raw), times=memoryview(stamps))  # type: ignore[arg-type]
     src.feed(xr.DataArray(raw + 10), times=xr.DataArray(stamps + 100))
     raw[:] = -99.0
     stamps[:] = 0
