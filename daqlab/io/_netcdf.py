@@ -35,7 +35,7 @@ from daqlab.run import (
     validate,
 )
 
-__all__ = ["check_netcdf4", "from_disk", "open_netcdf", "save_netcdf", "to_disk"]
+__all__ = ["from_disk", "open_netcdf", "refuse_non_netcdf4", "save_netcdf", "to_disk"]
 
 _SCHEMA_ATTR = "daqlab_schema_version"
 
@@ -645,14 +645,14 @@ def _is_netcdf4(f: h5py.File) -> bool:
         for k in f)
 
 
-def check_netcdf4(path: Path) -> None:
-    """Refuse an HDF5 file that is not netCDF-4 (nor the seed's layout, checked before) with
-    an error saying what it holds; a file h5py cannot open is left to :func:`open_netcdf`."""
+def refuse_non_netcdf4(f: h5py.File, path: Path) -> None:
+    """Refuse the open HDF5 file ``f`` unless it is netCDF-4 (the seed's layout was checked
+    before), with an error saying what it holds; a file too damaged to tell is left to
+    :func:`open_netcdf`."""
     try:
-        with h5py.File(path, "r") as f:
-            if _is_netcdf4(f):
-                return
-            contents = _contents(f)
+        if _is_netcdf4(f):
+            return
+        contents = _contents(f)
     except (OSError, RuntimeError, KeyError, TypeError, ValueError):
         return
     raise FormatError(
@@ -680,8 +680,7 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, str]] = {
 def _check_layout(f: h5py.File, path: Path) -> None:
     """Refuse a file that is not a daqlab run, or whose variables are missing or of the wrong
     shape or kind, naming the variable (xarray would fail deep inside, or open a wrong run)."""
-    if not _is_netcdf4(f):
-        check_netcdf4(path)
+    refuse_non_netcdf4(f, path)
     if _SCHEMA_ATTR not in f.attrs:
         raise FormatError(
             f"{path} is a NetCDF file but not a daqlab run (no {_SCHEMA_ATTR} attribute): it has "

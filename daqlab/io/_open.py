@@ -9,15 +9,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import xarray as xr
 
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
 from daqlab.io._csv import SIDECAR_SUFFIX, open_csv, save_csv, sniff_csv
-from daqlab.io._netcdf import check_netcdf4, open_netcdf, save_netcdf
+from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
-from daqlab.io._seed import is_seed_file, open_seed, save_seed, seed_like
+from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
 from daqlab.run import channels_of, check_chunks, coords_in_memory
 
 __all__ = ["FORMATS", "detect_format", "open_run", "open_runs", "save"]
@@ -84,9 +85,14 @@ def _detect(p: Path) -> str:
     except OSError as exc:
         raise StorageError(exc.errno or 5, f"cannot read {p}: {exc}") from exc
     if head.startswith(_HDF5_MAGIC):
-        if is_seed_file(p) or seed_like(p):
-            return "seed-hdf5"
-        check_netcdf4(p)  # any other HDF5 file is refused, saying what it holds
+        try:
+            f = h5py.File(p, "r")
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+            return "netcdf"  # a damaged file: the NetCDF reader says what is wrong
+        with f:  # opened once to tell the seed's layout from netCDF-4
+            if is_seed_hdf5(f):
+                return "seed-hdf5"
+            refuse_non_netcdf4(f, p)  # any other HDF5 file is refused, saying what it holds
         return "netcdf"
     fmt = sniff_csv(head)
     if fmt is not None:

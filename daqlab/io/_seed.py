@@ -127,7 +127,7 @@ from daqlab.run import (
     validate,
 )
 
-__all__ = ["is_seed_file", "open_seed", "save_seed", "seed_like"]
+__all__ = ["is_seed_file", "is_seed_hdf5", "open_seed", "save_seed"]
 
 _LIBVER = ("earliest", "v110")  # readable by Debian's netCDF-C / HDF5 tools (FACTS.md)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -1031,14 +1031,15 @@ def open_seed(path: Path, chunks: Any = None) -> xr.Dataset:
     return chunk_samples(run, chunks)
 
 
-def seed_like(path: Path) -> bool:
-    """True for an HDF5 file with a ``/data`` group that is not netCDF-4 (no ``_NCProperties``):
-    in the seed's layout, or meant to be but damaged (:func:`open_seed` then says what is
+def is_seed_hdf5(f: h5py.File) -> bool:
+    """Whether the open HDF5 file ``f`` is for the seed reader: in the seed's layout
+    (:func:`is_seed_file`), or a file with a ``/data`` group that is not netCDF-4 (no
+    ``_NCProperties``), meant to be in it but damaged (:func:`open_seed` then says what is
     wrong). Never raises."""
     try:
-        with h5py.File(path, "r") as f:
-            return isinstance(f.get("data"), h5py.Group) and not (
-                "_NCProperties" in f.attrs or _SCHEMA_ATTR in f.attrs)
+        if _SCHEMA_ATTR in f.attrs or not isinstance(f.get("data"), h5py.Group):
+            return False
+        return "_NCProperties" not in f.attrs or _seed_layout(f)
     except Exception:
         return False
 
@@ -1060,20 +1061,23 @@ def is_seed_file(path: Path) -> bool:
         if head != _HDF5_MAGIC and not h5py.is_hdf5(p):
             return False
         with h5py.File(p, "r") as f:
-            if _SCHEMA_ATTR in f.attrs:
-                return False
-            data = f.get("data")
-            if not isinstance(data, h5py.Group):
-                return False
-            names = list(data)
-            if not names:
-                return f.get("metadata") is not None
-            for name in names:
-                g = data.get(name)
-                if not isinstance(g, h5py.Group) or not isinstance(g.get("values"), h5py.Dataset):
-                    return False
-                if not any(isinstance(g.get(k), h5py.Dataset) for k in ("timestamps", "timestamps_ns")):
-                    return False
-            return True
+            return _SCHEMA_ATTR not in f.attrs and _seed_layout(f)
     except Exception:
         return False
+
+
+def _seed_layout(f: h5py.File) -> bool:
+    """Whether ``f`` has the seed's ``/data`` layout (see :func:`is_seed_file`)."""
+    data = f.get("data")
+    if not isinstance(data, h5py.Group):
+        return False
+    names = list(data)
+    if not names:
+        return f.get("metadata") is not None
+    for name in names:
+        g = data.get(name)
+        if not isinstance(g, h5py.Group) or not isinstance(g.get("values"), h5py.Dataset):
+            return False
+        if not any(isinstance(g.get(k), h5py.Dataset) for k in ("timestamps", "timestamps_ns")):
+            return False
+    return True
