@@ -793,6 +793,33 @@ def test_save_writes_both_files_durably_under_temporary_names(tmp_path: Path) ->
     assert seen[1][0].startswith(".run.csv.")
 
 
+@pytest.mark.parametrize("first_save", [True, False])
+def test_a_failed_csv_rename_puts_the_old_sidecar_back(tmp_path: Path, first_save: bool) -> None:
+    """The sidecar is renamed first; if the CSV's rename then fails, the old pair stays whole."""
+    path = tmp_path / "run.csv"
+    old = sample_run(3)
+    if not first_save:
+        save_csv(old, path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def failing_csv_rename(src: Any, dst: Any) -> None:
+        if Path(dst) == path:
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", failing_csv_rename)
+        with pytest.raises(dl.StorageError, match="Nothing was written under that name"):
+            save_csv(sample_run(5), path, overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp, no orphan
+    if first_save:
+        save_csv(sample_run(5), path)  # the retry is not blocked by an orphan sidecar
+        xr.testing.assert_identical(dl.open_run(path), sample_run(5))
+    else:
+        xr.testing.assert_identical(dl.open_run(path), old)
+
+
 # --------------------------------------------------------------------------- files written before the sidecar
 
 

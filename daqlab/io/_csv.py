@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import datetime as _dt
 import errno
@@ -119,6 +120,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -134,7 +136,7 @@ from numpy.typing import NDArray
 
 from daqlab._version import __version__
 from daqlab.errors import FormatError, SchemaError, StorageError
-from daqlab.io._atomic import atomic_path, probe
+from daqlab.io._atomic import atomic_path, fsync_dir, fsync_path, probe, temp_name
 from daqlab.model import Calibration, Channel, Quality, to_datetime64
 from daqlab.run import (
     CHANNEL_COORDS,
@@ -463,24 +465,68 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
     # a CSV cell takes at most ~25 bytes (value, time, name, quality per sample)
     estimate = len(columns_line) + table.num_rows * (25 * table.num_columns + 40)
     side = sidecar_path(path)
-    with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp:
-        if not overwrite and probe(side, "exists", "write"):
-            raise StorageError(
-                errno.EEXIST,
-                f"{side} exists already: it holds the metadata of a CSV run named {path.name} "
-                "(that CSV is missing: an interrupted save?). daqlab does not write over it by "
-                "default; remove it, choose another name, or pass overwrite=True.",
-            )
-        with pa.OSFile(str(tmp), "wb") as sink:
-            sink.write(columns_line.encode("utf-8"))
-            if table.num_rows:
-                _write_rows(table, sink, quoted)
-        header["csv"] = _fingerprint(tmp)  # read back: the bytes that will be renamed
-        text = (_dump_json(header) + "\n").encode("utf-8")
-        # the sidecar is renamed first, so a CSV never appears without its metadata
-        with atomic_path(side, overwrite=True, expected_bytes=len(text)) as tmp_side:
-            tmp_side.write_bytes(text)
+    undo: _SidecarUndo | None = None
+    try:
+        with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp:
+            if not overwrite and probe(side, "exists", "write"):
+                raise StorageError(
+                    errno.EEXIST,
+                    f"{side} exists already: it holds the metadata of a CSV run named "
+                    f"{path.name} (that CSV is missing: an interrupted save?). daqlab does not "
+                    "write over it by default; remove it, choose another name, or pass "
+                    "overwrite=True.",
+                )
+            with pa.OSFile(str(tmp), "wb") as sink:
+                sink.write(columns_line.encode("utf-8"))
+                if table.num_rows:
+                    _write_rows(table, sink, quoted)
+            fsync_path(tmp)  # the CSV's bytes are durable before its sidecar is renamed
+            header["csv"] = _fingerprint(tmp)  # read back: the bytes that will be renamed
+            text = (_dump_json(header) + "\n").encode("utf-8")
+            # the sidecar is renamed first, so a CSV never appears without its metadata;
+            # if the CSV's own rename then fails, the old sidecar is put back
+            undo = _SidecarUndo(side)
+            with atomic_path(side, overwrite=True, expected_bytes=len(text)) as tmp_side:
+                tmp_side.write_bytes(text)
+    except BaseException:
+        if undo is not None:
+            undo.restore()
+        raise
+    if undo is not None:
+        undo.discard()
     return path
+
+
+class _SidecarUndo:
+    """Keeps the sidecar a save is about to replace, to put it back if the CSV's rename fails.
+
+    Without it, a failed overwrite would leave the new sidecar beside the old CSV (the old
+    run then no longer opens) or, on a first save, an orphan sidecar blocking the retry.
+    """
+
+    def __init__(self, side: Path) -> None:
+        self.side = side
+        self.backup: Path | None = None
+        if probe(side, "exists", "write"):
+            backup = temp_name(side)
+            try:
+                os.link(side, backup)  # same file system, same folder: no copy
+            except OSError:
+                shutil.copy2(side, backup)  # file systems without hard links
+            self.backup = backup
+
+    def restore(self) -> None:
+        with contextlib.suppress(OSError):  # best effort: the original error is the one raised
+            if self.backup is not None:
+                os.replace(self.backup, self.side)
+            else:
+                self.side.unlink()
+            fsync_dir(self.side.parent)
+
+    def discard(self) -> None:
+        if self.backup is not None:
+            with contextlib.suppress(OSError):
+                self.backup.unlink()
 
 
 # --------------------------------------------------------------------------- reading
