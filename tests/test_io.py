@@ -701,6 +701,40 @@ def test_long_spans_of_whole_microseconds_round_trip_exactly(tmp_path: Path, tim
     xr.testing.assert_identical(dl.open_run(tmp_path / "long.nc", chunks={}).load(), run)
 
 
+_NS_FIRST, _NS_LAST = np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max  # NaT is the minimum
+
+
+@pytest.mark.parametrize("ns", [
+    [_NS_FIRST, _NS_FIRST + 1, _NS_FIRST + 400_000_000],  # the middle rounds down below the first
+    [_NS_LAST - 400_000_000, _NS_LAST - 1, _NS_LAST],  # the last few ns of datetime64[ns]
+    [_NS_FIRST + 192, _NS_FIRST + 192 + 2**47 * 1000],  # long, whole us, the second before is NaT
+    [_NS_LAST - 807 - 2**47 * 1000, _NS_LAST - 807],
+], ids=["first-ns", "last-ns", "long-from-first", "long-to-last"])
+def test_times_at_the_ends_of_datetime64_ns_round_trip(tmp_path: Path, ns: list[int]) -> None:
+    t = np.array(ns, np.int64).view("datetime64[ns]")
+    run = dl.make_run(np.zeros((1, t.size)), ["a"], sample_rate=1.0, times=t)
+    path = dl.save(run, tmp_path / "edge.nc")
+    xr.testing.assert_identical(dl.open_run(path), run)
+    xr.testing.assert_identical(dl.open_run(path, chunks={}).load(), run)
+
+
+def test_a_long_run_of_whole_microseconds_has_a_reference_cftime_reads_exactly(tmp_path: Path) -> None:
+    # cftime (netCDF4-python, R) reads a reference to the microsecond only: the reference is the
+    # whole second before the first sample, not the first sample with nine decimals
+    t = np.array(["2020-01-01T00:00:00.123456", "2022-06-01T00:00:00.000001"], "datetime64[ns]")
+    run = dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0, times=t)
+    path = dl.save(run, tmp_path / "long.nc")
+    with xr.open_dataset(path, decode_times=False) as ds:
+        assert ds["time"].attrs["units"] == "microseconds since 2020-01-01T00:00:00.000000"
+        assert ds["time"].values[0] == 123456.0
+    with xr.open_dataset(path) as ds:
+        # xarray multiplies float counts by 1000, which is not exact beyond 2**46 us (814 days):
+        # it reads this sample to within 8 ns (documented in the README); daqlab reads it exactly
+        error = np.abs((ds["time"].values - t).astype(np.int64))
+        assert error[0] == 0 and 0 < error[1] <= 16, error  # noqa: PT018
+    xr.testing.assert_identical(dl.open_run(path), run)
+
+
 def test_a_span_beyond_285_years_is_refused(tmp_path: Path) -> None:
     # the whole of datetime64[ns]: no float64 count of microseconds holds it exactly
     run = dl.make_run([[1.0, 2.0]], ["a"], sample_rate=1.0, times=["1677-09-22", "2262-04-10"])

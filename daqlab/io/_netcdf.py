@@ -156,6 +156,8 @@ _TIME_UNITS = re.compile(r"(nanoseconds|microseconds) since (\S+)")
 # Spans whose times stay exact to the nanosecond as fractional microseconds: every offset from the
 # reference (the middle of the run) below 2**42 us, where float64 microseconds are spaced < 0.5 ns.
 _NS_EXACT_HALF_SPAN = 2**42 * 1000
+_NS_MIN = -(2**63)  # NaT; datetime64[ns] times are above it
+_NS = {"us": 1000, "ns": 1}
 
 
 def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], str]:
@@ -167,8 +169,9 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
     nanoseconds. Each count is chosen so that both ways readers decode it,
     rounding (daqlab) and truncating (xarray) ``count * 1000``, give the
     nanosecond back: exact for spans up to 2**43 us (101.8 days, less up to the
-    second that makes the reference whole). Longer runs use
-    whole microseconds since the first sample (exact for 285 years) when every
+    second that makes the reference whole). Longer runs use whole microseconds
+    since the whole second before the first sample (exact for 285 years; xarray's
+    float product reads those beyond 2**46 us to within 16 ns) when every
     time is a whole microsecond after the first; a longer run with finer times,
     or a span over 285 years, cannot be stored exactly and raises ValueError
     (nothing is rounded).
@@ -185,12 +188,18 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
         )
     # a whole second: tools that read the reference to the microsecond only (cftime) read it exactly
     ref = (int(t[0]) + span // 2) // 10**9 * 10**9
+    if ref <= _NS_MIN:  # rounded down below 1677-09-21T00:12:43.145224193, the first datetime64[ns]
+        ref += 10**9
     if max(ref - int(t[0]), int(t[-1]) - ref) < _NS_EXACT_HALF_SPAN:
         counts = _exact_microseconds(t - ref)
         if counts is not None:
             return counts, f"microseconds since {np.datetime64(ref // 10**9, 's')}"
-    offsets = t - t[0]
-    micro, rest = np.divmod(offsets, 1000)
+    # whole microseconds since a reference, written to the microsecond (cftime reads no further):
+    # the whole second before the first sample when that fits, else the first sample
+    ref = int(t[0])
+    if ref % 1000 == 0 and ref // 10**9 * 10**9 > _NS_MIN and span + 10**9 < 2**53 * 1000:
+        ref = ref // 10**9 * 10**9
+    micro, rest = np.divmod(t - ref, 1000)
     if rest.any():
         k = int(np.argmax(rest != 0))
         raise ValueError(
@@ -200,7 +209,8 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
             "than that, save it as CSV (exact to the nanosecond), or round its times to microseconds "
             "(run.assign_coords(time=run.time.dt.round('us')))"
         )
-    return micro.astype(np.float64), f"microseconds since {np.datetime64(int(t[0]), 'ns')}"
+    unit = "us" if ref % 1000 == 0 else "ns"
+    return micro.astype(np.float64), f"microseconds since {np.datetime64(ref // _NS[unit], unit)}"
 
 
 def _exact_microseconds(ns: NDArray[np.int64]) -> NDArray[np.float64] | None:
@@ -243,17 +253,22 @@ def _decode_time(values: NDArray[Any], units: str, calendar: str, name: str = "t
         return decoded.astype("datetime64[ns]")
     t0 = np.datetime64(m.group(2), "ns").view(np.int64)
     scale = 1000 if m.group(1) == "microseconds" else 1
+    fractional = False
     if np.size(values):
         lo, hi = float(np.min(values)), float(np.max(values))  # NaN comes out as NaN
-        # the counts and the times must fit int64 (NaT, its minimum, excluded); 2**12 covers the
-        # rounding of these float bounds
-        edge = 2.0**63 - 2.0**12
-        if not (np.isfinite(lo) and np.isfinite(hi) and -edge < lo * scale and hi * scale < edge
-                and -edge < lo * scale + t0 and hi * scale + t0 < edge):
+        # the counts and the times must fit int64, NaT (its minimum) excluded: checked on the
+        # bounds as decoded below (rounded), in Python integers, which do not overflow
+        fractional = scale != 1 and max(-lo, hi) < 2.0**42  # see below
+        ok = np.isfinite(lo) and np.isfinite(hi)
+        if ok:
+            first, last = ((round(x * scale) if fractional else round(x) * scale) for x in (lo, hi))
+            ok = _NS_MIN < first and last < 2**63 and _NS_MIN < first + int(t0) < 2**63 \
+                and _NS_MIN < last + int(t0) < 2**63
+        if not ok:
             raise FormatError(f"variable {name!r} holds NaN, infinite or out-of-range counts "
                               f"(from {lo} to {hi} {units}); the file is damaged.")
     counts = np.empty(np.shape(values), np.int64)  # one pass, no temporaries
-    if scale != 1 and np.size(values) and max(-lo, hi) < 2.0**42:
+    if np.size(values) and fractional:
         # fractional microseconds are only written below 2**42 (see _exact_microseconds), where
         # whole ones times 1000 are exact too
         np.rint(np.multiply(values, scale, dtype=np.float64), out=counts, casting="unsafe")
