@@ -157,7 +157,6 @@ _TIME_UNITS = re.compile(r"(nanoseconds|microseconds) since (\S+)")
 # reference (the middle of the run) below 2**42 us, where float64 microseconds are spaced < 0.5 ns.
 _NS_EXACT_HALF_SPAN = 2**42 * 1000
 _NS_MIN = -(2**63)  # NaT; datetime64[ns] times are above it
-_NS = {"us": 1000, "ns": 1}
 
 
 def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], str]:
@@ -209,8 +208,8 @@ def _encode_time(times: NDArray[np.datetime64]) -> tuple[NDArray[np.float64], st
             "than that, save it as CSV (exact to the nanosecond), or round its times to microseconds "
             "(run.assign_coords(time=run.time.dt.round('us')))"
         )
-    unit = "us" if ref % 1000 == 0 else "ns"
-    return micro.astype(np.float64), f"microseconds since {np.datetime64(ref // _NS[unit], unit)}"
+    since = np.datetime64(ref // 1000, "us") if ref % 1000 == 0 else np.datetime64(ref, "ns")
+    return micro.astype(np.float64), f"microseconds since {since}"
 
 
 def _exact_microseconds(ns: NDArray[np.int64]) -> NDArray[np.float64] | None:
@@ -262,8 +261,7 @@ def _decode_time(values: NDArray[Any], units: str, calendar: str, name: str = "t
         ok = np.isfinite(lo) and np.isfinite(hi)
         if ok:
             first, last = ((round(x * scale) if fractional else round(x) * scale) for x in (lo, hi))
-            ok = _NS_MIN < first and last < 2**63 and _NS_MIN < first + int(t0) < 2**63 \
-                and _NS_MIN < last + int(t0) < 2**63
+            ok = all(_NS_MIN < n < 2**63 for n in (first, last, first + int(t0), last + int(t0)))
         if not ok:
             raise FormatError(f"variable {name!r} holds NaN, infinite or out-of-range counts "
                               f"(from {lo} to {hi} {units}); the file is damaged.")
