@@ -766,6 +766,27 @@ def test_open_run_and_the_xarray_engine_find_the_sidecar(tmp_path: Path, wide: b
     xr.testing.assert_identical(dl.open_runs(str(tmp_path / "*")).drop_attrs(), run.drop_attrs())
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_times_at_the_ends_of_datetime64_ns_round_trip_or_are_refused(tmp_path: Path, wide: bool
+                                                                      ) -> None:
+    fmt = "csv-wide" if wide else "csv"
+    first, last = np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max
+    for ns in ([first + 775_807, first + 775_808], [last - 1, last]):
+        t = np.array(ns, np.int64).view("datetime64[ns]")
+        run = dl.make_run(np.zeros((1, 2)), ["a"], sample_rate=1.0, times=t)
+        path = dl.save(run, tmp_path / "edge.csv", fmt, overwrite=True)
+        xr.testing.assert_identical(dl.open_run(path), run)
+    # the millisecond before 1677-09-21T00:12:43.146 rounds down out of datetime64[ns]: refused
+    run = dl.make_run(np.zeros((1, 2)), ["a"], sample_rate=1.0,
+                      times=np.array([first + 775_806, first + 10**6], np.int64).view("datetime64[ns]"))
+    with pytest.raises(dl.FormatError, match=r"cannot write early\.csv as CSV: its first time, "
+                       r"1677-09-21T00:12:43\.145999999, is before 1677-09-21T00:12:43\.146\. .* "
+                       r"Save this run as NetCDF"):
+        dl.save(run, tmp_path / "early.csv", fmt)
+    assert not (tmp_path / "early.csv").exists()
+    xr.testing.assert_identical(dl.open_run(dl.save(run, tmp_path / "early.nc")), run)
+
+
 def test_a_long_csv_name_gets_a_sidecar_within_255_bytes(tmp_path: Path) -> None:
     name = "é" * 125 + ".csv"  # 254 bytes: the plain sidecar name would have 266
     path = save_csv(sample_run(2), tmp_path / name)

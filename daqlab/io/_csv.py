@@ -456,6 +456,14 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
         raise SchemaError([f"quality holds values outside 0-3 (daqlab.Quality): "
                            f"{sorted(set(np.unique(q).tolist()) - {0, 1, 2, 3})[:5]}."])
     ns = run["time"].values.astype("datetime64[ns]").view(np.int64)
+    if ns.size and int(ns.min()) < -_MAX_MS * _NS_PER_MS:
+        raise FormatError(
+            f"cannot write {path.name} as CSV: its first time, {ns.min().view('datetime64[ns]')}, "
+            f"is before 1677-09-21T00:12:43.146. The {TIME_COLUMN} column holds whole "
+            "milliseconds (rounded down), and datetime64[ns] starts at 00:12:43.145224193, so the "
+            "millisecond before 00:12:43.146 cannot be read back. Save this run as NetCDF, or "
+            "shift its times."
+        )
     header = _header(run, wide, variables, ns)
     table = (_wide_table if wide else _long_table)(names, ns // _NS_PER_MS, arrays)
     quoted = {} if wide else {  # see _write_rows
