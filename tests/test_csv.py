@@ -10,6 +10,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -609,8 +610,12 @@ def test_edited_daqlab_csv_is_refused(tmp_path: Path, old: str, new: str, fragme
         ('"variables": [', '"variables": ["x", ', "is damaged: unknown variables"),
         ('"samples": 3,', '', "lacks ['samples']"),
         ('"format": "csv",', '"format": "csv", "x": [', "is not valid JSON"),
+        ('"sample_rate": 3.0\n', '"sample_rate": 0\n', "sample_rate 0 is not a positive finite"),
+        ('"attr_types": {', '"attr_types": 7, "x": {', "is damaged: attr_types is 7, not an object"),
+        ('"var_attrs": {', '"var_attrs": [], "x": {', "is damaged: var_attrs is not an object"),
     ],
-    ids=["zero-slope", "time-encoding", "time-start", "variables", "no-samples", "not-json"],
+    ids=["zero-slope", "time-encoding", "time-start", "variables", "no-samples", "not-json",
+         "zero-rate", "attr-types", "var-attrs"],
 )
 def test_damaged_sidecar_is_refused(tmp_path: Path, old: str, new: str, fragment: str) -> None:
     path = save_csv(_two_channel_run(), tmp_path / "r.csv")
@@ -620,6 +625,47 @@ def test_damaged_sidecar_is_refused(tmp_path: Path, old: str, new: str, fragment
         open_csv(path)
     assert fragment in str(info.value)
     assert f"{sidecar_path(path)} (the metadata of r.csv)" in str(info.value)
+
+
+def _entries(obj: Any, at: tuple[Any, ...] = ()) -> Any:
+    """The path of every entry of a JSON object, its lists' first two items included."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj[:2]) if isinstance(obj, list) \
+        else ()
+    for k, v in items:
+        if at or k != "csv":  # the CSV's fingerprint: changing it is refused as another CSV's
+            yield (*at, k)
+            yield from _entries(v, (*at, k))
+
+
+@FORMS
+def test_any_entry_of_a_sidecar_edited_to_any_kind_is_a_format_error(tmp_path: Path, wide: bool
+                                                                     ) -> None:
+    """A hand-edited sidecar gives a FormatError or opens, never a raw error or a numpy warning."""
+    ch = dl.Channel("a", "V", calibration=dl.Calibration(2.0, 1.0, "2024-01-01"))
+    run = dl.calibrate(dl.make_run(np.arange(6.0).reshape(2, 3), [ch, "b"], sample_rate=3.0,
+                                   start="2024-01-01T00:00:00.0001", metadata={"x": (1, 2)}))
+    run.attrs["arr"] = np.arange(3)
+    path = save_csv(run, tmp_path / "r.csv", wide=wide)
+    side = sidecar_path(path)
+    original = json.loads(side.read_text())
+    raw: list[str] = []
+    for at in _entries(original):
+        for junk in (0, -1.5, "x", None, [], {}, 1e308, True, 2**70):
+            edited = json.loads(json.dumps(original))
+            parent = edited
+            for k in at[:-1]:
+                parent = parent[k]
+            parent[at[-1]] = junk
+            side.write_text(json.dumps(edited))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    open_csv(path)
+            except dl.FormatError:
+                pass
+            except Exception as exc:  # collected and reported below
+                raw.append(f"{at} = {junk!r}: {type(exc).__name__}: {exc}")
+    assert not raw, "\n".join(raw[:10])
 
 
 @FORMS

@@ -304,7 +304,11 @@ def _exact_times(ms_ns: NDArray[np.int64], spec: Any, where: str) -> NDArray[np.
         if enc == "ms":
             return ms_ns
         if enc == "grid":
-            ns = sample_times(int(spec["start_ns"]), 0, len(ms_ns), float(spec["sample_rate"]))
+            rate = spec["sample_rate"]
+            if isinstance(rate, bool) or not isinstance(rate, int | float) \
+                    or not 0 < rate < float("inf"):
+                raise ValueError(f"sample_rate {rate!r} is not a positive finite number")
+            ns = sample_times(int(spec["start_ns"]), 0, len(ms_ns), float(rate))
             exact: NDArray[np.int64] = ns.view(np.int64)
         elif enc == "sub-ms":
             below = np.frombuffer(zlib.decompress(base64.b64decode(spec["ns_below_ms"],
@@ -580,6 +584,14 @@ def _check_header(header: Any, path: Path, where: str, time_key: str) -> dict[st
         problems.append(f"unknown format {header['format']!r}")
     if header["variables"] not in (["value", "quality"], ["value", "quality", "raw"]):
         problems.append(f"unknown variables {header['variables']!r}")
+    for key in ("attrs", "attr_types"):
+        if not isinstance(header[key], dict):
+            problems.append(f"{key} is {header[key]!r}, not an object")
+    va = header["var_attrs"]
+    if not isinstance(va, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("attrs"), dict)
+            and isinstance(e.get("types"), dict) for e in va.values()):
+        problems.append("var_attrs is not an object of {'attrs': {...}, 'types': {...}}")
     if not isinstance(header["channels"], list):
         problems.append("no list of channels")
     elif not header["channels"] and header["format"] == "csv" and header["samples"] != 0:
@@ -923,7 +935,8 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
             var_attrs = {k: _decode_attrs(enc) for k, enc in header["var_attrs"].items()}
             cal_dates = np.array([to_datetime64(c["cal_date"], what="cal_date")
                                   for c in header["channels"]], dtype="datetime64[ns]")
-        except (ValueError, KeyError, TypeError) as exc:  # ChannelError etc. are ValueErrors
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # hand-edited entries of the wrong kind; ChannelError etc. are ValueErrors
             raise FormatError(f"{where} is damaged ({exc}).") from None
         exact = header is not prelude.header  # a sidecar: whole ms in the CSV, exact times in it
         time_type = (pa.int64() if exact or header["timestamp_decimals"] == 0
