@@ -833,6 +833,19 @@ def test_times_at_the_ends_of_datetime64_ns_round_trip_or_are_refused(tmp_path: 
     xr.testing.assert_identical(dl.open_run(dl.save(run, tmp_path / "early.nc")), run)
 
 
+def test_a_glob_drops_the_sidecars_of_the_csvs_it_lists_and_nothing_else(tmp_path: Path) -> None:
+    parts = [dl.make_run([[float(i)] * 2], ["a"], sample_rate=1.0, start=f"2024-01-0{i + 1}")
+             for i in range(3)]
+    dl.save(parts[0], tmp_path / "first.csv")
+    dl.save(parts[1], tmp_path / ("é" * 125 + ".csv"))  # its sidecar's name is shortened
+    dl.save(parts[2], tmp_path / "third.daqlab.json", "netcdf")  # a run, whatever its name
+    assert len(list(tmp_path.iterdir())) == 5
+    joined = dl.open_runs(str(tmp_path / "*")).load()
+    np.testing.assert_array_equal(joined["value"].values, [[0.0, 0.0, 1.0, 1.0, 2.0, 2.0]])
+    assert [Path(s["path"]).name for s in joined.attrs["metadata"]["sources"]][2] == \
+        "third.daqlab.json"
+
+
 def test_a_long_csv_name_gets_a_sidecar_within_255_bytes(tmp_path: Path) -> None:
     name = "é" * 125 + ".csv"  # 254 bytes: the plain sidecar name would have 266
     path = save_csv(sample_run(2), tmp_path / name)

@@ -15,7 +15,7 @@ import xarray as xr
 
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
-from daqlab.io._csv import SIDECAR_SUFFIX, open_csv, save_csv, sniff_csv
+from daqlab.io._csv import open_csv, save_csv, sidecar_path, sniff_csv
 from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
 from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
@@ -147,7 +147,11 @@ def _expand(paths_or_glob: object) -> list[Path]:
         p = as_path(paths_or_glob, what)
         text = str(p)
         if any(ch in text for ch in "*?["):
-            return [Path(q) for q in sorted(glob.glob(text)) if not q.endswith(SIDECAR_SUFFIX)]
+            found = [Path(q) for q in sorted(glob.glob(text))]
+            # a CSV's sidecar is part of that run, not a run; other files named so are kept (and
+            # open_run says what they are)
+            sidecars = {sidecar_path(q) for q in found}
+            return [q for q in found if q not in sidecars]
         return [p]
     if not isinstance(paths_or_glob, Iterable):
         raise ConfigurationError(
