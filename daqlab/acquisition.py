@@ -29,6 +29,7 @@ from typing import Any
 import xarray as xr
 
 from daqlab.buffer import RingBuffer
+from daqlab.checks import real, whole
 from daqlab.errors import (
     AcquisitionError,
     ChannelNotFoundError,
@@ -103,28 +104,19 @@ class AcquisitionConfig:
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, hint: str) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value > 0
-            ):
-                raise ConfigurationError(f"{name} must be finite and > 0; got {value!r}. {hint}")
+            real(value, name, lower=0, lower_open=True, hint=hint)
 
         positive("buffer_seconds", self.buffer_seconds, "Pass e.g. 10.0 (the default).")
-        if self.buffer_samples is not None and (
-            isinstance(self.buffer_samples, bool) or not isinstance(self.buffer_samples, int)
-            or self.buffer_samples < 1
-        ):
-            raise ConfigurationError(
-                f"buffer_samples must be a whole number >= 1 or None; got {self.buffer_samples!r}."
-            )
+        if self.buffer_samples is not None:
+            samples = whole(self.buffer_samples, "buffer_samples", minimum=1, note="or None")
+            object.__setattr__(self, "buffer_samples", samples)
         if self.autosave_interval is not None:
             positive("autosave_interval", self.autosave_interval, "Use None to turn auto-save off.")
         positive("max_memory_usage_mb", self.max_memory_usage_mb, "Pass e.g. 1024.0.")
         positive("flush_interval", self.flush_interval, "Pass e.g. 0.5.")
         positive("stop_timeout", self.stop_timeout, "Pass e.g. 10.0.")
-        if isinstance(self.event_queue_size, bool) or not isinstance(self.event_queue_size, int) or (
-            self.event_queue_size < 1
-        ):
-            raise ConfigurationError(f"event_queue_size must be >= 1; got {self.event_queue_size!r}.")
+        queue_size = whole(self.event_queue_size, "event_queue_size", minimum=1)
+        object.__setattr__(self, "event_queue_size", queue_size)
         if not isinstance(self.output_dir, (str, Path)):
             raise ConfigurationError(f"output_dir must be a path; got {self.output_dir!r}.")
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -559,9 +551,8 @@ class DataManager:
         buf = self.buffers[name]
         if seconds is None:
             return buf.latest()
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ConfigurationError(f"seconds must be a number >= 0 or None; got {seconds!r}.")
-        return buf.latest(math.ceil(seconds * buf.sample_rate))
+        wanted = real(seconds, "seconds", lower=0, note="or None")
+        return buf.latest(math.ceil(wanted * buf.sample_rate))
 
     def subscribe(
         self,

@@ -8,7 +8,6 @@ count and the jump in ``times``); nothing is stitched silently.
 
 from __future__ import annotations
 
-import numbers
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from daqlab.checks import is_real, whole
 from daqlab.errors import ConfigurationError, DataRangeError, ShapeError
 from daqlab.model import Channel, ChannelLike, Quality, to_channels, to_datetime64
 from daqlab.run import (
@@ -75,7 +75,7 @@ def _as_array(x: ArrayLike, label: str, what: str) -> NDArray[Any]:
 
 
 def _is_real(x: object) -> bool:
-    return x is None or (isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)))
+    return x is None or is_real(x)
 
 
 def block_values(
@@ -286,12 +286,8 @@ class RingBuffer:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.channels: tuple[Channel, ...] = to_channels(channels)
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
-            raise ConfigurationError(
-                f"capacity must be a whole number of samples >= 1; got {capacity!r}. "
-                "For 10 s at 1 kHz pass capacity=10_000."
-            )
-        self.capacity = int(capacity)
+        self.capacity = whole(capacity, "capacity", minimum=1, unit="samples",
+                              hint="For 10 s at 1 kHz pass capacity=10_000.")
         self.sample_rate = check_sample_rate(sample_rate)
         c = self._c = len(self.channels)
         try:
@@ -486,19 +482,16 @@ class RingBuffer:
 
     def latest(self, n: int | None = None) -> xr.Dataset:
         """The newest ``n`` samples held (all held when ``None`` or more than held), as a run."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
-            raise ConfigurationError(f"latest(n) takes a whole number >= 0; got {n!r}.")
+        wanted = None if n is None else whole(n, "latest(n)", note="or None")
         with self._cond:
             lo, hi = self._held_span()
-            k = hi - lo if n is None else min(int(n), hi - lo)
+            k = hi - lo if wanted is None else min(wanted, hi - lo)
             block = self._copy_out(hi - k, k)
         return self.to_run(block)
 
     def range(self, start: int, n: int) -> xr.Dataset:
         """Samples ``start .. start + n - 1`` (write-counter indices), as a run."""
-        for label, x in (("start", start), ("n", n)):
-            if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
-                raise ConfigurationError(f"range() takes whole numbers >= 0; got {label}={x!r}.")
+        start, n = whole(start, "range() start"), whole(n, "range() n")
         with self._cond:
             lo, hi = self._held_span()
             if start < lo or start + n > hi:
@@ -507,7 +500,7 @@ class RingBuffer:
                     f"{lo}..{hi - 1} (capacity {self.capacity}, {self._written} written). "
                     "Older samples were overwritten; record them with a Recorder to keep them."
                 )
-            block = self._copy_out(int(start), int(n))
+            block = self._copy_out(start, n)
         return self.to_run(block)
 
     def reader(self, *, from_oldest: bool = False) -> Reader:
@@ -571,28 +564,23 @@ class Reader:
 
     def read(self, max_samples: int | None = None) -> Block:
         """Copy out the samples since the last read (at most ``max_samples``); never blocks."""
-        if max_samples is not None and (
-            isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer))
-            or max_samples < 0
-        ):
-            raise ConfigurationError(f"max_samples must be a whole number >= 0 or None; got {max_samples!r}.")
+        most = None if max_samples is None else whole(max_samples, "max_samples", note="or None")
         buf = self.buffer
         with buf._cond:
             lost = self._account_overrun()
             hi = buf._written
             n = hi - self.position
-            if max_samples is not None:
-                n = min(n, int(max_samples))
+            if most is not None:
+                n = min(n, most)
             block = buf._copy_out(self.position, n, lost)
             self.position += n
             return block
 
     def skip_to_latest(self, keep: int = 0) -> None:
         """Jump so that the next read returns at most the newest ``keep`` samples (lossy views)."""
-        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 0:
-            raise ConfigurationError(f"skip_to_latest(keep) takes a whole number >= 0; got {keep!r}.")
+        keep = whole(keep, "skip_to_latest(keep)")
         with self.buffer._cond:
-            self._skip_to(max(self.position, self.buffer._written - int(keep)))
+            self._skip_to(max(self.position, self.buffer._written - keep))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until unread samples exist (True) or timeout/closed with nothing left (False)."""

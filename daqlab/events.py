@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from daqlab.checks import whole
 from daqlab.errors import ConfigurationError
 
 __all__ = [
@@ -188,8 +189,7 @@ class EventBus:
         maxsize: int = 1000,
     ) -> Subscription:
         """A new subscription; with ``callback`` it is called for each event on a thread of its own."""
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise ConfigurationError(f"maxsize must be a whole number >= 1; got {maxsize!r}.")
+        maxsize = whole(maxsize, "maxsize", minimum=1)
         if isinstance(kinds, type):
             kinds = (kinds,)
         kind_tuple = None if kinds is None else tuple(kinds)

@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from daqlab.checks import is_real
 from daqlab.errors import CalibrationError, ChannelError, ConfigurationError
 
 __all__ = [
@@ -138,7 +139,7 @@ class Calibration:
     def __post_init__(self) -> None:
         slope, offset = self.slope, self.offset
         for label, v in (("slope", slope), ("offset", offset)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if not is_real(v):
                 raise CalibrationError(
                     f"Calibration {label} must be a real number; got {v!r} "
                     f"({type(v).__name__}). Pass a float such as 1.0."

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from daqlab.checks import flag, is_real, is_whole
 from daqlab.errors import (
     AlreadyCalibratedError,
     ConfigurationError,
@@ -89,9 +90,7 @@ def iso_utc(when: Any = None) -> str:
 
 def check_sample_rate(sample_rate: object) -> float:
     """Return ``sample_rate`` as a float if it is finite and > 0, else raise."""
-    if isinstance(sample_rate, bool) or not isinstance(
-        sample_rate, (int, float, np.integer, np.floating)
-    ):
+    if not is_real(sample_rate):
         raise ConfigurationError(
             f"sample_rate must be a number of samples per second; got {sample_rate!r} "
             f"({type(sample_rate).__name__}). Pass e.g. sample_rate=1000.0."
@@ -323,13 +322,10 @@ def check_chunks(chunks: Any) -> dict[str, Any] | None:
     ...
     daqlab.errors.ConfigurationError: chunks={'tme': 10} is not a chunking of a run: ...
     """
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     def ok(v: Any, in_dict: bool) -> bool:
         if v is None or (isinstance(v, str) and v == "auto"):
             return True
-        if number(v):
+        if is_whole(v):
             return int(v) > 0 or int(v) == -1
         if in_dict and isinstance(v, str):
             from dask.utils import parse_bytes  # only here: dask costs time to import
@@ -338,7 +334,7 @@ def check_chunks(chunks: Any) -> dict[str, Any] | None:
                 return parse_bytes(v) > 0
             except ValueError:
                 return False
-        return in_dict and isinstance(v, tuple) and len(v) > 0 and all(number(n) and n > 0 for n in v)
+        return in_dict and isinstance(v, tuple) and len(v) > 0 and all(is_whole(n) and n > 0 for n in v)
 
     if chunks is None:
         return None
@@ -482,8 +478,7 @@ def run_attrs(
     for label, text in (("name", name), ("description", description)):
         if not isinstance(text, str):
             raise ConfigurationError(f"{label} must be a str; got {text!r}.")
-    if not isinstance(calibrated, (bool, np.bool_)):
-        raise ConfigurationError(f"calibrated must be True or False; got {calibrated!r}.")
+    flag(calibrated, "calibrated")
     return {
         "id": run_id,
         "name": name,

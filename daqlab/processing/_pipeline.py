@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import xarray as xr
 
+from daqlab.checks import is_whole
 from daqlab.errors import ProcessingError, SchemaError
 from daqlab.io import format_for, open_run, save
 from daqlab.processing._average import moving_average
@@ -268,10 +269,10 @@ class Pipeline:
                 f"Pipeline.run writes NetCDF (.nc or .h5) out of core; {dst.name} asks for {fmt}. "
                 "Write .nc, then `daqlab convert` it (or open_run + save for small runs)."
             )
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        if not is_whole(chunk_size) or chunk_size < 1:
             raise ProcessingError(f"chunk_size must be a positive number of samples; got {chunk_size!r}.")
         # open in the file's own chunks (reading across them is slow), then cut to chunk_size
-        out = self.apply(open_run(src, chunks={}).chunk({"time": chunk_size}))
+        out = self.apply(open_run(src, chunks={}).chunk({"time": int(chunk_size)}))
         if not progress:
             return save(out, dst, overwrite=overwrite, compression=compression)
         from tqdm.dask import TqdmCallback

@@ -4,7 +4,6 @@ and write down how it was made."""
 from __future__ import annotations
 
 import math
-import numbers
 import uuid
 from typing import Any, cast
 
@@ -13,6 +12,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
+from daqlab.checks import is_real, is_whole
 from daqlab.errors import ProcessingError, SchemaError
 from daqlab.run import coords_in_memory, iso_utc, validate
 
@@ -43,9 +43,9 @@ def check_number(
 ) -> Any:
     """A finite (integer) number at or above ``minimum``, or a ProcessingError saying so."""
     kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
+    ok_type = is_whole(value) if integer else is_real(value)
     number = cast(Any, value)
-    if isinstance(value, (bool, np.bool_)) or not ok_type or not math.isfinite(float(number)):
+    if not ok_type or not math.isfinite(float(number)):
         raise ProcessingError(f"{step}: {name} must be {kind}; got {value!r}. {hint}".rstrip())
     if minimum is not None and float(number) < minimum:
         raise ProcessingError(f"{step}: {name} must be at least {minimum:g}; got {value!r}. {hint}".rstrip())

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from daqlab.checks import flag
 from daqlab.errors import ConfigurationError, SourceError
 from daqlab.model import Channel, to_datetime64
 
@@ -20,9 +21,7 @@ def check_flag(label: str, value: object) -> bool:
 
     ``bool("no")`` is True: a flag given as text or a number is refused, not guessed.
     """
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigurationError(f"{label} must be True or False; got {value!r} ({type(value).__name__}).")
-    return bool(value)
+    return flag(value, label)
 
 
 class SourceBase:

@@ -12,7 +12,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from daqlab.buffer import block_quality, block_times, block_values, paced_times
-from daqlab.errors import ConfigurationError, ShapeError, SourceError
+from daqlab.checks import whole
+from daqlab.errors import ShapeError, SourceError
 from daqlab.model import ChannelLike, to_channels
 from daqlab.run import check_sample_rate
 from daqlab.sources._base import SourceBase
@@ -66,15 +67,9 @@ class Push(SourceBase):
     ) -> None:
         super().__init__(to_channels(channels), check_sample_rate(sample_rate), name=name,
                          wall_clock=wall_clock)
-        if max_pending is not None and (
-            isinstance(max_pending, (bool, np.bool_))
-            or not isinstance(max_pending, (int, np.integer)) or max_pending < 1
-        ):
-            raise ConfigurationError(
-                f"max_pending must be a whole number of samples >= 1, or None for 10 s worth; "
-                f"got {max_pending!r}. Pass e.g. max_pending=10_000."
-            )
-        self.max_pending = int(max_pending) if max_pending is not None else max(1, round(10 * self._rate))
+        self.max_pending = max(1, round(10 * self._rate)) if max_pending is None else whole(
+            max_pending, "max_pending", minimum=1, unit="samples", note="or None for 10 s worth",
+            hint="Pass e.g. max_pending=10_000.")
         self._cond = threading.Condition()
         self._queue: collections.deque[Samples] = collections.deque()
         self._pending = 0

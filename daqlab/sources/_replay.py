@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from daqlab.checks import is_real, real, whole
 from daqlab.errors import ConfigurationError
 from daqlab.io import open_run
 from daqlab.run import channels_of, uncalibrate, validate
@@ -55,28 +56,17 @@ class Replay(SourceBase):
         wall_clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
         # the cheap settings first: a typo should not cost opening a large file
-        if speed is not None and (
-            isinstance(speed, bool) or not isinstance(speed, (int, float, np.integer, np.floating))
-            or not math.isfinite(speed) or speed <= 0
-        ):
-            raise ConfigurationError(
-                f"speed must be > 0 (1.0 is real time) or None for as fast as possible; got {speed!r}."
-            )
-        if isinstance(block_duration, bool) or not isinstance(
-            block_duration, (int, float, np.integer, np.floating)
-        ) or not math.isfinite(block_duration) or block_duration <= 0:
+        if speed is not None:
+            real(speed, "speed", lower=0, lower_open=True, note="or None for as fast as possible",
+                 hint="1.0 is real time.")
+        if not is_real(block_duration) or not math.isfinite(block_duration) or block_duration <= 0:
             raise ConfigurationError(
                 f"block_duration must be a finite number of seconds > 0; got {block_duration!r}. "
                 "Pass e.g. block_duration=0.01 (the default)."
             )
-        if block_size is not None and (
-            isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
-            or block_size < 1
-        ):
-            raise ConfigurationError(
-                f"block_size must be a whole number of samples >= 1, or None for block_duration's "
-                f"worth; got {block_size!r}."
-            )
+        if block_size is not None:
+            whole(block_size, "block_size", minimum=1, unit="samples",
+                  note="or None for block_duration's worth")
         self.loop = check_flag("loop", loop)
         if isinstance(path_or_run, xr.Dataset):
             run = validate(path_or_run, check_data=False)

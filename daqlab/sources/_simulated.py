@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
+from daqlab.checks import real, whole
 from daqlab.errors import ConfigurationError
 from daqlab.model import ChannelLike, to_channels
 from daqlab.run import check_sample_rate, sample_times
@@ -22,13 +23,7 @@ __all__ = ["Chirp", "Noise", "Simulated", "Sine", "Square", "Waveform"]
 
 
 def _check_real(label: str, value: float, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigurationError(f"{label} must be a number; got {value!r}.")
-    v = float(value)
-    if not math.isfinite(v) or (positive and v <= 0) or (nonneg and v < 0):
-        need = "> 0" if positive else ">= 0" if nonneg else "finite"
-        raise ConfigurationError(f"{label} must be finite and {need}; got {value!r}.")
-    return v
+    return real(value, label, lower=0 if positive or nonneg else None, lower_open=positive)
 
 
 @dataclass(frozen=True)
@@ -202,19 +197,13 @@ class Simulated(SourceBase):
     ) -> None:
         super().__init__(to_channels(channels), check_sample_rate(sample_rate), name=name,
                          clock=clock, sleep=sleep, wall_clock=wall_clock)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigurationError(f"seed must be a whole number >= 0; got {seed!r}.")
-        self.seed = int(seed)
+        self.seed = whole(seed, "seed")
         self.paced = check_flag("paced", paced)
         bd = _check_real("block_duration", block_duration, positive=True)
         self._min_block = max(1, round(_check_real("block_duration * sample_rate", self._rate * bd)))
         self._max_block = 10 * self._min_block
-        if block_size is not None and (
-            isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
-            or block_size < 1
-        ):
-            raise ConfigurationError(f"block_size must be a whole number >= 1; got {block_size!r}.")
-        self._block_size = int(block_size) if block_size is not None else self._min_block
+        self._block_size = (self._min_block if block_size is None
+                            else whole(block_size, "block_size", minimum=1))
         self._total: int | None = None
         if duration is not None:
             d = _check_real("duration", duration, nonneg=True)

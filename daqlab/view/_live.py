@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from daqlab.acquisition import DataManager
 from daqlab.buffer import RingBuffer
-from daqlab.errors import ConfigurationError
+from daqlab.checks import real
 from daqlab.view._base import LiveBase, channel_color, legend_html, resolve_buffer, resolve_channels
 from daqlab.view._decimate import MinMaxColumns
 
@@ -173,12 +173,8 @@ class LiveView(LiveBase):
 
     def _check_window(self, window: object) -> float:
         held = self.buffer.capacity / self.buffer.sample_rate
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < float(window) <= held:
-            raise ConfigurationError(
-                f"window must be a number of seconds above 0 and at most {held:g} (what the buffer "
-                f"holds); got {window!r}. Pass a shorter window, or give the manager a longer buffer."
-            )
-        return float(window)
+        return real(window, "window", lower=0, lower_open=True, upper=held, note="s (what the buffer holds)",
+                    hint="Pass a shorter window, or give the manager a longer buffer.")
 
     def _new_columns(self, seconds: float) -> MinMaxColumns:
         samples = max(1, round(seconds * self.buffer.sample_rate))

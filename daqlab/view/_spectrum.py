@@ -16,7 +16,7 @@ from scipy import signal
 
 from daqlab.acquisition import DataManager
 from daqlab.buffer import RingBuffer
-from daqlab.errors import ConfigurationError
+from daqlab.checks import real, whole
 from daqlab.view._base import LiveBase, channel_color, legend_html, resolve_buffer, resolve_channels
 
 __all__ = ["SpectrumView", "welch_psd"]
@@ -59,11 +59,9 @@ class SpectrumView(LiveBase):
         buffer, manager = resolve_buffer(target, source)
         self.names = resolve_channels(buffer, channels)
         held = buffer.capacity / buffer.sample_rate
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= held:
-            raise ConfigurationError(f"seconds must be above 0 and at most {held:g} (what the buffer "
-                                     f"holds); got {seconds!r}.")
-        if isinstance(nperseg, bool) or not isinstance(nperseg, int) or nperseg < 8:
-            raise ConfigurationError(f"nperseg must be a whole number of samples >= 8; got {nperseg!r}.")
+        seconds = real(seconds, "seconds", lower=0, lower_open=True, upper=held,
+                       note="s (what the buffer holds)")
+        nperseg = whole(nperseg, "nperseg", minimum=8, unit="samples")
         self.buffer, self.manager = buffer, manager
         self.samples = max(8, round(seconds * buffer.sample_rate))
         self.nperseg = nperseg

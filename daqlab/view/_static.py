@@ -15,7 +15,8 @@ from bokeh.models import ColumnDataSource, Range1d
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from daqlab.errors import ChannelNotFoundError, ConfigurationError
+from daqlab.checks import whole
+from daqlab.errors import ChannelNotFoundError
 from daqlab.io import atomic_path
 from daqlab.run import validate
 from daqlab.view._base import channel_color
@@ -71,8 +72,7 @@ class RunPlot:
         missing = [c for c in shown if c not in names]
         if missing or not shown:
             raise ChannelNotFoundError(f"channels {missing or shown} are not in this run; it has {names}.")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 10:
-            raise ConfigurationError(f"width must be a whole number of pixels >= 10; got {width!r}.")
+        width = whole(width, "width", minimum=10, unit="pixels")
         self.run = run.sel(channel=shown)
         if calibrated and not run.attrs.get("calibrated"):
             from daqlab.run import calibrate
