@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from daqlab.checks import is_real, whole
+from daqlab.checks import as_float, is_real, whole
 from daqlab.errors import ConfigurationError, DataRangeError, ShapeError
 from daqlab.model import Channel, ChannelLike, Quality, to_channels, to_datetime64
 from daqlab.run import (
@@ -107,7 +107,13 @@ def block_values(
                 f"{what} takes numeric values (real numbers); got {type(flat[i]).__name__} {flat[i]!r} "
                 f"at flat index {i}. Convert the values to numbers (None is taken as NaN)."
             )
-        v = v.astype(np.float64)
+        try:
+            v = v.astype(np.float64)
+        except OverflowError:  # an int beyond float64's range
+            raise ShapeError(
+                f"{what} takes values within float64's range (about +-1.8e308); got an int "
+                "beyond it. Scale the values, or give them as floats (inf for out of range)."
+            ) from None
     elif kind not in "iuf":
         raise ShapeError(
             f"{what} takes numeric values (an int or float dtype); got dtype {v.dtype}. "
@@ -297,7 +303,7 @@ class RingBuffer:
         except (MemoryError, ValueError):  # ValueError: numpy's "array is too big"
             raise ConfigurationError(
                 f"capacity={self.capacity} samples x {c} channel(s) needs "
-                f"{(9 * c + 8) * self.capacity / 1e9:.3g} GB, more than this machine can give. "
+                f"{as_float((9 * c + 8) * self.capacity) / 1e9:.3g} GB, more than this machine can give. "
                 "Lower capacity (a few seconds' worth is enough) and record to keep the rest."
             ) from None
         self._cond = threading.Condition(threading.Lock())

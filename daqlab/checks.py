@@ -17,7 +17,7 @@ import numpy as np
 
 from daqlab.errors import ConfigurationError, DaqlabError
 
-__all__ = ["flag", "is_real", "is_whole", "real", "whole"]
+__all__ = ["as_float", "flag", "is_real", "is_whole", "real", "shown", "whole"]
 
 
 def is_whole(value: object) -> TypeGuard[int | np.integer[Any]]:
@@ -38,8 +38,30 @@ def is_real(value: object) -> TypeGuard[float | np.integer[Any] | np.floating[An
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def as_float(value: Any) -> float:
+    """``float(value)``, with an int beyond float64's range as +-inf instead of an OverflowError.
+
+    >>> as_float(10**400), as_float(-(10**400)), as_float(np.float32(0.5))
+    (inf, -inf, 0.5)
+    """
+    try:
+        return float(value)
+    except OverflowError:  # only ints overflow: their sign is exact
+        return math.inf if value > 0 else -math.inf
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a message (a 400-digit int, a long list).
+
+    >>> shown(10**70)
+    '1000000000000000000000000000000000000000000000000000000000... (71 characters)'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 2]}... ({len(text)} characters)"
+
+
 def _tail(value: object, hint: str) -> str:
-    return f"; got {value!r}. {hint}".rstrip()
+    return f"; got {shown(value)}. {hint}".rstrip()
 
 
 def whole(
@@ -88,11 +110,8 @@ def real(
     daqlab.errors.ConfigurationError: std must be a number; got '1' (str).
     """
     if not is_real(value):
-        raise error(f"{name} must be a number; got {value!r} ({type(value).__name__}). {hint}".rstrip())
-    try:
-        v = float(value)
-    except OverflowError:  # an int beyond the float range
-        v = math.inf if value > 0 else -math.inf
+        raise error(f"{name} must be a number; got {shown(value)} ({type(value).__name__}). {hint}".rstrip())
+    v = as_float(value)
     if (
         (finite and not math.isfinite(v))
         or math.isnan(v)

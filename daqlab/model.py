@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from daqlab.checks import is_real
+from daqlab.checks import as_float, is_real
 from daqlab.errors import CalibrationError, ChannelError, ConfigurationError
 
 __all__ = [
@@ -144,6 +144,7 @@ class Calibration:
                     f"Calibration {label} must be a real number; got {v!r} "
                     f"({type(v).__name__}). Pass a float such as 1.0."
                 )
+        slope, offset = as_float(slope), as_float(offset)
         if not math.isfinite(slope) or slope == 0.0:
             raise CalibrationError(
                 f"Calibration slope must be finite and non-zero; got {slope!r}. "
@@ -154,8 +155,8 @@ class Calibration:
                 f"Calibration offset must be finite; got {offset!r}. "
                 "Use offset=0.0 for 'no offset'."
             )
-        object.__setattr__(self, "slope", float(slope))
-        object.__setattr__(self, "offset", float(offset))
+        object.__setattr__(self, "slope", slope)
+        object.__setattr__(self, "offset", offset)
         try:
             date = to_datetime64(self.reference_date, what="Calibration reference_date")
         except ConfigurationError as exc:
@@ -301,7 +302,7 @@ class Channel:
         out: list[float] = []
         for v in (lo, hi):
             try:
-                f = math.nan if v is None else float(v)
+                f = math.nan if v is None else as_float(v)
             except (TypeError, ValueError):
                 raise ChannelError(
                     f"range of channel {self.name!r} must hold numbers or None; got {rng!r}. "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import numbers
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from daqlab.checks import flag, is_real, is_whole
+from daqlab.checks import as_float, flag, is_real, is_whole, shown
 from daqlab.errors import (
     AlreadyCalibratedError,
     ConfigurationError,
@@ -95,10 +96,10 @@ def check_sample_rate(sample_rate: object) -> float:
             f"sample_rate must be a number of samples per second; got {sample_rate!r} "
             f"({type(sample_rate).__name__}). Pass e.g. sample_rate=1000.0."
         )
-    rate = float(sample_rate)
+    rate = as_float(sample_rate)
     if not math.isfinite(rate) or rate <= 0:
         raise ConfigurationError(
-            f"sample_rate must be finite and > 0 Hz; got {sample_rate!r}. Pass e.g. 1000.0."
+            f"sample_rate must be finite and > 0 Hz; got {shown(sample_rate)}. Pass e.g. 1000.0."
         )
     return rate
 
@@ -189,7 +190,10 @@ def _as_times(times: ArrayLike, n: int) -> NDArray[np.datetime64]:
         why = ""
         try:
             # utc=True converts every offset (also ones changing at DST) and takes naive as UTC
-            idx = pd.to_datetime(arr, utc=True, format="ISO8601") if arr.dtype.kind in "OU" else None
+            # numbers are refused as the numeric dtypes are (pandas would guess their unit)
+            text_like = arr.dtype.kind == "U" or (
+                arr.dtype.kind == "O" and not any(isinstance(x, numbers.Number) for x in arr.flat))
+            idx = pd.to_datetime(arr, utc=True, format="ISO8601") if text_like else None
         except (TypeError, ValueError) as exc:  # OutOfBoundsDatetime is a ValueError
             idx, why = None, f" ({exc}; datetime64[ns] holds {_NS_RANGE})"
         if idx is None:
@@ -413,7 +417,7 @@ def make_run(
     rate = check_sample_rate(sample_rate)
     try:
         vals = np.array(values, dtype=np.float64, copy=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int beyond float64
         raise ShapeError(f"values must be numeric; could not convert them to float64: {exc}") from None
     c = len(chans)
     if vals.ndim != 2 or vals.shape[0] != c:

@@ -430,3 +430,39 @@ def test_channel_not_found_is_plain_keyerror() -> None:
     assert not str(err).startswith(("'", '"'))
     with pytest.raises(KeyError):
         run.daq.channel("x")
+
+
+_HUGE = 10**400  # a Python int beyond float64's range: float() of it raises OverflowError
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: dl.make_run([[_HUGE]], ["a"], sample_rate=1.0),
+    lambda r: dl.make_run([[1.0]], ["a"], sample_rate=_HUGE),
+    lambda r: dl.make_run([[1.0]], ["a"], sample_rate=1.0, times=[_HUGE]),
+    lambda r: dl.empty_run(["a"], sample_rate=_HUGE),
+    lambda r: dl.Calibration(_HUGE, 0.0),
+    lambda r: dl.Calibration(1.0, -_HUGE),
+    lambda r: dl.calibrate(r, {"a": dl.Calibration(2.0, _HUGE)}),
+    lambda r: dl.RingBuffer(["a"], _HUGE, 1.0),
+    lambda r: dl.RingBuffer(["a"], 10, 1.0).push([[_HUGE]]),
+    lambda r: dl.sources.Push(["a"], 1.0).feed([[_HUGE]]),
+    lambda r: dl.sources.Push(["a"], _HUGE),
+    lambda r: dl.sources.Simulated(["a"], sample_rate=_HUGE),
+    lambda r: dl.sources.Sine(_HUGE),
+    lambda r: dl.sources.Replay(r, speed=_HUGE),
+    lambda r: dl.sources.Replay(r, block_duration=_HUGE),
+    lambda r: dl.processing.lowpass(r, _HUGE),
+    lambda r: dl.processing.lowpass(r, 10.0, order=_HUGE),
+    lambda r: dl.processing.moving_average(r, _HUGE),
+    lambda r: dl.processing.decimate(r, _HUGE),
+    lambda r: dl.processing.resample(r, _HUGE),
+])
+def test_ints_beyond_float64_get_a_daqlab_error_not_an_overflow(call: Any) -> None:
+    run = dl.make_run(np.zeros((1, 64)), ["a"], sample_rate=100.0, start="2024-01-01")
+    with pytest.raises(dl.DaqlabError) as info:
+        call(run)
+    assert len(str(info.value)) < 600  # the 401-digit number is cut in the message
+
+
+def test_ranges_beyond_float64_are_open_ends() -> None:
+    assert dl.Channel("a", range=(-_HUGE, _HUGE)).range == (-math.inf, math.inf)

@@ -12,7 +12,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
-from daqlab.checks import is_real, is_whole
+from daqlab.checks import as_float, is_real, is_whole
 from daqlab.errors import ProcessingError, SchemaError
 from daqlab.run import coords_in_memory, iso_utc, validate
 
@@ -45,9 +45,9 @@ def check_number(
     kind = "an integer" if integer else "a number"
     ok_type = is_whole(value) if integer else is_real(value)
     number = cast(Any, value)
-    if not ok_type or not math.isfinite(float(number)):
+    if not ok_type or not math.isfinite(as_float(number)):
         raise ProcessingError(f"{step}: {name} must be {kind}; got {value!r}. {hint}".rstrip())
-    if minimum is not None and float(number) < minimum:
+    if minimum is not None and as_float(number) < minimum:
         raise ProcessingError(f"{step}: {name} must be at least {minimum:g}; got {value!r}. {hint}".rstrip())
     return int(number) if integer else float(number)
 

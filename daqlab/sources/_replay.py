@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from daqlab.checks import is_real, real, whole
+from daqlab.checks import real, whole
 from daqlab.errors import ConfigurationError
 from daqlab.io import open_run
 from daqlab.run import channels_of, uncalibrate, validate
@@ -59,11 +59,8 @@ class Replay(SourceBase):
         if speed is not None:
             real(speed, "speed", lower=0, lower_open=True, note="or None for as fast as possible",
                  hint="1.0 is real time.")
-        if not is_real(block_duration) or not math.isfinite(block_duration) or block_duration <= 0:
-            raise ConfigurationError(
-                f"block_duration must be a finite number of seconds > 0; got {block_duration!r}. "
-                "Pass e.g. block_duration=0.01 (the default)."
-            )
+        real(block_duration, "block_duration", lower=0, lower_open=True, note="(seconds)",
+             hint="Pass e.g. block_duration=0.01 (the default).")
         if block_size is not None:
             whole(block_size, "block_size", minimum=1, unit="samples",
                   note="or None for block_duration's worth")
