@@ -14,8 +14,11 @@ import xarray as xr
 import daqlab as dl
 from daqlab.cli import main as cli
 from daqlab.io import FORMATS, detect_format
+from daqlab.io._formats import TABLE, by_name
 
-SUFFIX = {"netcdf": ".nc", "csv": ".csv", "csv-wide": ".csv", "seed-hdf5": ".h5"}
+# a file's suffix in these tests: the one that chooses the format, else any (detection reads
+# the contents); every test here runs over every format of the table
+SUFFIX = {f.name: f.suffixes[0] if f.suffixes else ".dat" for f in TABLE}
 
 
 def _rich(start: str = "2026-11-24T06:00:00.000000001", n: int = 300) -> xr.Dataset:
@@ -57,15 +60,30 @@ def test_round_trip_is_identical(tmp_path: Path, fmt: str, kind: str) -> None:
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMATS)
 def test_xarray_opens_it_through_daqlab_engines(tmp_path: Path, fmt: str) -> None:
     run = _rich()
+    engine = by_name(fmt).engine
     path = dl.save(run, tmp_path / f"r{SUFFIX[fmt]}", fmt)
     xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab").load(), run)
-    if fmt.startswith("csv"):
-        xr.testing.assert_identical(xr.open_dataset(path).load(), run)  # guessed from the file
-        xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab-csv").load(), run)
-    if fmt == "seed-hdf5":
-        xr.testing.assert_identical(xr.open_dataset(path, engine="daqlab-seed").load(), run)
-        dropped = xr.open_dataset(path, engine="daqlab-seed", drop_variables=["quality"])
+    if engine is not None:
+        xr.testing.assert_identical(xr.open_dataset(path, engine=engine).load(), run)
+        dropped = xr.open_dataset(path, engine=engine, drop_variables=["quality"])
         assert "quality" not in dropped
+    if engine == "daqlab-csv":  # guessed from the file (xarray's own engines take HDF5 first)
+        guessed = dl.save(run, tmp_path / "g.csv", fmt)
+        xr.testing.assert_identical(xr.open_dataset(guessed).load(), run)
+
+
+def test_the_table_names_each_format_suffix_and_engine_once() -> None:
+    from importlib.metadata import entry_points
+
+    names = [f.name for f in TABLE]
+    assert len(set(names)) == len(names)
+    suffixes = [s for f in TABLE for s in f.suffixes]
+    assert len(set(suffixes)) == len(suffixes)
+    assert set(FORMATS) == {f.name for f in TABLE if f.save is not None}
+    declared = {e.name for e in entry_points(group="xarray.backends")}
+    assert {f.engine for f in TABLE if f.engine} | {"daqlab"} <= declared
+    for f in TABLE:
+        assert f.description and f.sniff and f.open
 
 
 @pytest.mark.parametrize("src", FORMATS, ids=[f"from-{f}" for f in FORMATS])
@@ -127,9 +145,9 @@ def test_open_runs_refuses_mismatches_and_overlaps(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "pattern"),
     [
-        (b"", r"neither NetCDF4/HDF5 nor one of daqlab's CSV"),
+        (b"", r"it is none of \[.netcdf., .csv., .csv-wide., .seed-hdf5.\]"),
         (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, r"could not be read|not a daqlab run|corrupt|truncated"),
-        (b"hello,world\n1,2\n", r"neither NetCDF4/HDF5 nor one of daqlab's CSV"),
+        (b"hello,world\n1,2\n", r"it is none of \[.netcdf., .csv., .csv-wide., .seed-hdf5.\]"),
     ],
     ids=["empty", "truncated-hdf5", "foreign-csv"],
 )

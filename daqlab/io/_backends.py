@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-from daqlab.errors import ConfigurationError, StorageError
+from daqlab.errors import ConfigurationError, FormatError, StorageError
 from daqlab.io._atomic import probe, storage_errors
-from daqlab.io._csv import open_csv, sniff_csv
+from daqlab.io._formats import by_engine, sniff
 from daqlab.io._open import open_run
-from daqlab.io._seed import is_seed_file, open_seed
 
 __all__ = ["DaqlabBackendEntrypoint", "DaqlabCsvBackendEntrypoint", "DaqlabSeedBackendEntrypoint"]
 
@@ -41,8 +40,7 @@ class _DaqlabEntrypoint(BackendEntrypoint):
 
     open_dataset_parameters = ("filename_or_obj", "drop_variables")
 
-    @staticmethod
-    def opener(path: Path) -> xr.Dataset:
+    def opener(self, path: Path) -> xr.Dataset:
         raise NotImplementedError
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
@@ -66,56 +64,65 @@ class DaqlabBackendEntrypoint(_DaqlabEntrypoint):
     """Every run daqlab reads, detected from its contents (as ``daqlab.open_run``)."""
 
     description = "daqlab runs: NetCDF4, CSV (long/wide), the seed's HDF5 layout, recordings"
-    opener = staticmethod(open_run)
+    def opener(self, path: Path) -> xr.Dataset:
+        return open_run(path)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         return False  # only when asked for by name: NetCDF belongs to xarray's own engines
 
 
-def _open_file(path: Path, opener: Callable[[Path], xr.Dataset], what: str, engine: str) -> xr.Dataset:
-    """``opener(path)``; a missing path, a folder or an OS error is a StorageError."""
-    if not probe(path, "exists", "open"):
-        raise StorageError(errno.ENOENT, f"{path} does not exist; check the path (cwd is {Path.cwd()}).")
-    if probe(path, "is_dir", "open"):
-        raise StorageError(
-            errno.EISDIR, f"{path} is a folder, not {what}; engine={engine!r} opens one file "
-            "(a recording folder opens with engine='daqlab' or daqlab.open_run)."
-        )
-    with storage_errors(path, "read"):
-        return opener(path)
+class _FormatEngine(_DaqlabEntrypoint):
+    """The engine of some rows of the format table (those whose ``engine`` is ``name``)."""
+
+    name = ""
+    what = ""  # "a CSV file": for the error on a folder
+
+    suffixes: tuple[str, ...] = ()
+    """Only files with these suffixes are guessed (none: any)."""
+
+    def opener(self, path: Path) -> xr.Dataset:
+        if not probe(path, "exists", "open"):
+            raise StorageError(errno.ENOENT, f"{path} does not exist; check the path (cwd is "
+                               f"{Path.cwd()}).")
+        if probe(path, "is_dir", "open"):
+            raise StorageError(
+                errno.EISDIR, f"{path} is a folder, not {self.what}; engine={self.name!r} opens "
+                "one file (a recording folder opens with engine='daqlab' or daqlab.open_run)."
+            )
+        with storage_errors(path, "read"):
+            formats = by_engine(self.name)
+            try:
+                fmt = sniff(path, formats)
+            except FormatError:  # another format's container (a plain HDF5 file...)
+                fmt = None
+            # a file none of them recognises: the first one's reader says what is wrong
+            return (fmt or formats[0]).open(path, None)
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        path = _path(filename_or_obj)
+        if path is None or not path.is_file():
+            return False
+        formats = by_engine(self.name)
+        if self.suffixes and path.suffix.lower() not in self.suffixes:
+            return False
+        try:
+            return sniff(path, formats) is not None
+        except (OSError, FormatError):
+            return False
 
 
-def _open_csv_file(path: Path) -> xr.Dataset:
-    return _open_file(path, open_csv, "a CSV file", "daqlab-csv")
-
-
-def _open_seed_file(path: Path) -> xr.Dataset:
-    return _open_file(path, open_seed, "an HDF5 file", "daqlab-seed")
-
-
-class DaqlabCsvBackendEntrypoint(_DaqlabEntrypoint):
+class DaqlabCsvBackendEntrypoint(_FormatEngine):
     """daqlab's CSV layouts."""
 
     description = "daqlab CSV runs (long form timestamp_ms,value,channel,quality and wide form)"
-    opener = staticmethod(_open_csv_file)
-
-    def guess_can_open(self, filename_or_obj: Any) -> bool:
-        path = _path(filename_or_obj)
-        if path is None or path.suffix.lower() != ".csv" or not path.is_file():
-            return False
-        try:
-            with path.open("rb") as f:
-                return sniff_csv(f.read(4096)) is not None
-        except OSError:
-            return False
+    name = "daqlab-csv"
+    what = "a CSV file"
+    suffixes = (".csv",)
 
 
-class DaqlabSeedBackendEntrypoint(_DaqlabEntrypoint):
+class DaqlabSeedBackendEntrypoint(_FormatEngine):
     """The seed's HDF5 layout (``/data/<channel>/timestamps|values``, ``/metadata``)."""
 
     description = "HDF5 files in the seed's /data/<channel>/timestamps|values layout"
-    opener = staticmethod(_open_seed_file)
-
-    def guess_can_open(self, filename_or_obj: Any) -> bool:
-        path = _path(filename_or_obj)
-        return path is not None and path.is_file() and is_seed_file(path)
+    name = "daqlab-seed"
+    what = "an HDF5 file"

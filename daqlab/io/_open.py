@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import uuid
@@ -9,39 +10,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import xarray as xr
 
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
-from daqlab.io._csv import open_csv, save_csv, sidecar_path, sniff_csv
-from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
+from daqlab.io._csv import sidecar_path
+from daqlab.io._formats import FORMATS, by_name, by_suffix, sniff, unknown
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
-from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
 from daqlab.run import channels_of, check_chunks, coords_in_memory
 
 __all__ = ["FORMATS", "detect_format", "open_run", "open_runs", "save"]
 
-FORMATS = ("netcdf", "csv", "csv-wide", "seed-hdf5")
-"""Formats ``save`` writes and ``open_run`` reads."""
-
-_SUFFIXES = {".nc": "netcdf", ".nc4": "netcdf", ".h5": "netcdf", ".hdf5": "netcdf", ".csv": "csv"}
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
 
 def format_for(path: Path, format: str | None) -> str:
-    if format is not None:
-        if format not in FORMATS:
-            raise FormatError(f"format {format!r} is not supported; choose one of {list(FORMATS)}.")
-        return format
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise FormatError(
-            f"cannot tell the format of {path.name!r} from its suffix; use one of "
-            f"{sorted(_SUFFIXES)} or pass format= (one of {list(FORMATS)})."
-        )
-    return fmt
+    """The name of the format to save ``path`` in: ``format`` checked, or from the suffix."""
+    return (by_suffix(path) if format is None else by_name(format)).name
 
 
 def save(
@@ -57,12 +41,11 @@ def save(
     ``overwrite=True``. ``compression`` applies to NetCDF (zlib + shuffle).
     """
     p = as_path(path, "save's path")
-    fmt = format_for(p, format)
-    if fmt == "netcdf":
-        return save_netcdf(run, p, overwrite=overwrite, compression=compression)
-    if fmt == "seed-hdf5":
-        return save_seed(run, p, overwrite=overwrite)
-    return save_csv(run, p, wide=fmt == "csv-wide", overwrite=overwrite)
+    fmt = by_suffix(p) if format is None else by_name(format)
+    if fmt.save is None:
+        raise FormatError(f"daqlab reads {fmt.name} files but does not write them; save as one "
+                          f"of {list(FORMATS)}.")
+    return fmt.save(run, p, overwrite, compression)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -76,31 +59,17 @@ def _detect(p: Path) -> str:
     if is_recording(p):
         return "recording"
     if not p.exists():
-        raise StorageError(2, f"{p} does not exist; check the path (cwd is {Path.cwd()}).")
+        raise StorageError(errno.ENOENT, f"{p} does not exist; check the path (cwd is {Path.cwd()}).")
     if p.is_dir():
         raise FormatError(f"{p} is a folder but not a daqlab recording (no run.json in it).")
     try:
-        with p.open("rb") as f:
-            head = f.read(4096)
+        fmt = sniff(p)
     except OSError as exc:
-        raise StorageError(exc.errno or 5, f"cannot read {p}: {exc}") from exc
-    if head.startswith(_HDF5_MAGIC):
-        try:
-            f = h5py.File(p, "r")
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError):
-            return "netcdf"  # a damaged file: the NetCDF reader says what is wrong
-        with f:  # opened once to tell the seed's layout from netCDF-4
-            if is_seed_hdf5(f):
-                return "seed-hdf5"
-            refuse_non_netcdf4(f, p)  # any other HDF5 file is refused, saying what it holds
-        return "netcdf"
-    fmt = sniff_csv(head)
-    if fmt is not None:
-        return fmt
-    raise FormatError(
-        f"{p} is not a run daqlab can read: it is neither NetCDF4/HDF5 nor one of daqlab's CSV "
-        f"layouts (first bytes {head[:16]!r}). Supported: {list(FORMATS)} and recording folders."
-    )
+        raise StorageError(exc.errno or errno.EIO, f"cannot read {p}: {exc}") from exc
+    if fmt is None:
+        with p.open("rb") as f:
+            raise unknown(p, f.read(16))
+    return fmt.name
 
 
 def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
@@ -137,8 +106,7 @@ def _open_file(p: Path, chunks: Any, fmt: str | None = None) -> xr.Dataset:
     fmt = _detect(p) if fmt is None else fmt
     if fmt == "recording":
         raise FormatError(f"{p} is a recording folder where a run file was expected.")
-    opener = {"netcdf": open_netcdf, "seed-hdf5": open_seed}.get(fmt, open_csv)
-    return opener(p, chunks)
+    return by_name(fmt).open(p, chunks)
 
 
 def _expand(paths_or_glob: object) -> list[Path]:
@@ -175,7 +143,7 @@ def open_runs(
     paths = _expand(paths_or_glob)
     chunks = check_chunks(chunks)
     if not paths:
-        raise StorageError(2, f"no files match {paths_or_glob!r}.")
+        raise StorageError(errno.ENOENT, f"no files match {paths_or_glob!r}.")
     runs = [open_run(p, chunks={} if chunks is None else chunks) for p in paths]
     def first_time(i: int) -> np.datetime64:
         t = runs[i]["time"].values

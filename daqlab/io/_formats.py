@@ -1,0 +1,202 @@
+"""The one table of run formats: what ``save``, ``open_run``, detection, the CLI and
+the xarray engines loop over.
+
+A format is one :class:`Format` entry: its name, the suffixes that choose it when
+saving, a sniff of the file's contents, ``open`` (path, chunks -> run), an
+optional ``save`` and the xarray engine that opens it. Adding a format is one
+module with those functions, one entry in :data:`TABLE`, and a row in the
+shared format contract tests (``tests/test_formats.py``).
+
+Detection peeks at a file once (:class:`Peek`: its first bytes, and an HDF5
+file opened at most once for every format that asks) and takes the entry whose
+sniff says yes; sniffs of formats sharing a container exclude each other (the
+netCDF-4 sniff says no to the seed's HDF5 layout), so the table's order is only
+the order formats are listed in.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import xarray as xr
+
+from daqlab.errors import FormatError
+from daqlab.io._csv import open_csv, save_csv, sniff_csv
+from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
+from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
+
+__all__ = ["FORMATS", "TABLE", "Format", "Peek", "by_engine", "by_name", "by_suffix", "sniff"]
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_HEAD = 4096  # bytes read for a sniff
+
+
+class Peek:
+    """What detection looks at in one file, each read at most once: the first bytes, and
+    (for HDF5 files) the file opened with h5py. Use as a context manager: it closes the
+    HDF5 file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open("rb") as f:
+            self.head = f.read(_HEAD)
+
+    @property
+    def is_hdf5(self) -> bool:
+        return self.head.startswith(HDF5_MAGIC)
+
+    @functools.cached_property
+    def h5(self) -> h5py.File | None:
+        """The file opened read-only with h5py, or None if it is not HDF5 or too damaged to open."""
+        if not self.is_hdf5:
+            return None
+        try:
+            return h5py.File(self.path, "r")
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+            return None
+
+    def __enter__(self) -> Peek:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if "h5" in self.__dict__ and self.h5 is not None:
+            self.h5.close()
+
+
+Opener = Callable[[Path, Any], xr.Dataset]
+Saver = Callable[[xr.Dataset, Path, bool, bool], Path]  # run, path, overwrite, compression
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row of the table of formats."""
+
+    name: str
+    """What ``save(format=...)``, ``detect_format`` and the CLI call it."""
+    description: str
+    sniff: Callable[[Peek], bool]
+    """True if the peeked file is in this format (may raise a FormatError saying why a file
+    of this container is not a run, e.g. a plain HDF5 file)."""
+    open: Opener
+    save: Saver | None = None
+    """None for formats daqlab reads but does not write."""
+    suffixes: tuple[str, ...] = ()
+    """Lower-case suffixes that choose this format when saving without ``format=``."""
+    engine: str | None = None
+    """The xarray engine (besides ``"daqlab"``) that opens it."""
+
+
+def _sniff_seed(peek: Peek) -> bool:
+    return peek.h5 is not None and is_seed_hdf5(peek.h5)
+
+
+def _sniff_netcdf(peek: Peek) -> bool:
+    if not peek.is_hdf5 or _sniff_seed(peek):
+        return False
+    if peek.h5 is not None:
+        refuse_non_netcdf4(peek.h5, peek.path)  # any other HDF5 file: an error saying what it is
+    return True  # (a file too damaged to open: the NetCDF reader says what is wrong)
+
+
+TABLE: tuple[Format, ...] = (
+    Format(
+        "netcdf", "NetCDF4/HDF5, CF-1.8 (h5netcdf)",
+        sniff=_sniff_netcdf,
+        open=open_netcdf,
+        save=lambda run, path, overwrite, compression: save_netcdf(
+            run, path, overwrite=overwrite, compression=compression),
+        suffixes=(".nc", ".nc4", ".h5", ".hdf5"),
+    ),
+    Format(
+        "csv", "CSV, long form (timestamp_ms,value,channel,quality) with a JSON sidecar",
+        sniff=lambda p: sniff_csv(p.head) == "csv",
+        open=open_csv,
+        save=lambda run, path, overwrite, compression: save_csv(run, path, overwrite=overwrite),
+        suffixes=(".csv",),
+        engine="daqlab-csv",
+    ),
+    Format(
+        "csv-wide", "CSV, wide form (timestamp_ms,value:<channel>,quality:<channel>,...)",
+        sniff=lambda p: sniff_csv(p.head) == "csv-wide",
+        open=open_csv,
+        save=lambda run, path, overwrite, compression: save_csv(
+            run, path, wide=True, overwrite=overwrite),
+        engine="daqlab-csv",
+    ),
+    Format(
+        "seed-hdf5", "HDF5 in the seed app's /data/<channel>/timestamps|values layout",
+        sniff=_sniff_seed,
+        open=open_seed,
+        save=lambda run, path, overwrite, compression: save_seed(run, path, overwrite=overwrite),
+        engine="daqlab-seed",
+    ),
+)
+
+_BY_NAME = {f.name: f for f in TABLE}
+_BY_SUFFIX = {s: f for f in TABLE for s in f.suffixes}
+
+FORMATS: tuple[str, ...] = tuple(f.name for f in TABLE if f.save is not None)
+"""Formats ``save`` writes (``open_run`` reads these, and recording folders)."""
+
+
+def by_name(name: str) -> Format:
+    """The entry called ``name``, or a FormatError listing the names."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise FormatError(f"format {name!r} is not supported; choose one of {list(FORMATS)}.") from None
+
+
+def by_suffix(path: Path) -> Format:
+    """The entry chosen by ``path``'s suffix when saving, or a FormatError."""
+    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise FormatError(
+            f"cannot tell the format of {path.name!r} from its suffix; use one of "
+            f"{sorted(_BY_SUFFIX)} or pass format= (one of {list(FORMATS)})."
+        )
+    return fmt
+
+
+def by_engine(engine: str) -> tuple[Format, ...]:
+    """The entries an xarray engine opens."""
+    return tuple(f for f in TABLE if f.engine == engine)
+
+
+def sniff(path: Path, among: tuple[Format, ...] = TABLE) -> Format | None:
+    """The first entry of ``among`` whose sniff recognises the file ``path``, or None.
+
+    Raises OSError when the file cannot be read, and a format's FormatError when a file of
+    its container is not a run (e.g. a plain HDF5 file)."""
+    with Peek(path) as peek:
+        for fmt in among:
+            if fmt.sniff(peek):
+                return fmt
+    return None
+
+
+def unknown(path: Path, head: bytes) -> FormatError:
+    """The error for a file no entry recognises."""
+    return FormatError(
+        f"{path} is not a run daqlab can read: it is none of {list(FORMATS)} "
+        f"(first bytes {head[:16]!r}); recording folders open too."
+    )
+
+
+def _check() -> None:
+    """Each name and suffix once; only known engines (pyproject.toml's entry points name them)."""
+    if len(_BY_NAME) != len(TABLE) or len(_BY_SUFFIX) != sum(len(f.suffixes) for f in TABLE):
+        raise RuntimeError("two formats share a name or a suffix")
+    engines = {f.engine for f in TABLE} - {None}
+    if not engines <= {"daqlab-csv", "daqlab-seed"}:
+        raise RuntimeError(f"engines {engines} need entry points in pyproject.toml")
+
+
+_check()
