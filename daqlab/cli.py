@@ -18,7 +18,7 @@ from tqdm import tqdm
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
-from daqlab.io import FORMATS, detect_format, open_run, path_error, save
+from daqlab.io import FORMATS, TABLE, detect_format, open_run, path_error, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 
@@ -115,7 +115,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     path = Path(args.path)
     run = open_run(path, chunks={})
+    fmt = detect_format(path)
+    described = {f.name: f.description for f in TABLE}
     print(summary(run, path))
+    print(f"format     {fmt}" + (f" ({described[fmt]})" if fmt in described else ""))
     return 0
 
 
@@ -169,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert a run between formats (any format daqlab reads)")
     conv.add_argument("src", help="a saved run or recording folder")
     conv.add_argument("dst", help="the file to write; the format follows its suffix unless --format")
-    conv.add_argument("--format", choices=FORMATS, default=None, help="output format")
+    conv.add_argument("--format", choices=FORMATS, default=None, help="output format: " + "; ".join(
+        f"{f.name}: {f.description}" for f in TABLE if f.save is not None))
     conv.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     conv.add_argument("--compress", action="store_true", help="zlib-compress NetCDF values")
     conv.set_defaults(func=_convert)

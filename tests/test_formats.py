@@ -82,8 +82,7 @@ def test_the_table_names_each_format_suffix_and_engine_once() -> None:
     assert set(FORMATS) == {f.name for f in TABLE if f.save is not None}
     declared = {e.name for e in entry_points(group="xarray.backends")}
     assert {f.engine for f in TABLE if f.engine} | {"daqlab"} <= declared
-    for f in TABLE:
-        assert f.description and f.sniff and f.open
+    assert all(f.description for f in TABLE)
 
 
 @pytest.mark.parametrize("src", FORMATS, ids=[f"from-{f}" for f in FORMATS])
