@@ -678,7 +678,7 @@ def test_a_numpy_integer_max_pending_is_taken() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"block_duration": float("nan")}, r"block_duration must be a finite number of seconds > 0; got nan"),
+        ({"block_duration": float("nan")}, r"block_duration must be finite and > 0 \(seconds\); got nan"),
         ({"block_duration": -1.0}, r"block_duration must be .*; got -1\.0"),
         ({"block_duration": "0.1"}, r"block_duration must be .*; got '0\.1'"),
         ({"block_duration": True}, r"block_duration must be .*; got True"),
