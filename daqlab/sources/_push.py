@@ -156,6 +156,7 @@ class Push(SourceBase):
 
     def read(self, timeout: float) -> Samples | None:
         with self._cond:
+            self._check_started()  # as every daqlab source: not a silent None before start()
             self._cond.wait_for(lambda: self._queue or self._closed or self._stopped, timeout)
             if not self._queue:
                 return None

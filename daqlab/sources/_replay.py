@@ -158,8 +158,12 @@ class Replay(SourceBase):
         c0, c1 = self._cache_span
         if lo < c0 or hi > c1:
             c0, c1 = lo, min(self._n, max(hi, lo + self._cache_len))
-            self._cache = (np.asarray(self._run["value"][:, c0:c1].values, dtype=np.float64),
-                           np.asarray(self._run["quality"][:, c0:c1].values, dtype=np.int8))
+            # dask's default scheduler gives each calling thread (the acquisition thread) a
+            # pool of its own that outlives it: its threads stayed after stop(). Read here.
+            part = self._run[["value", "quality"]].isel(time=slice(c0, c1)).compute(
+                scheduler="synchronous")
+            self._cache = (np.asarray(part["value"].values, dtype=np.float64),
+                           np.asarray(part["quality"].values, dtype=np.int8))
             self._cache_span = (c0, c1)
         return self._cache[0][:, lo - c0 : hi - c0].copy(), self._cache[1][:, lo - c0 : hi - c0].copy()
 
