@@ -8,31 +8,35 @@ and at interpreter (or Jupyter kernel) exit.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as _dt
 import functools
 import logging
 import math
-import signal
-import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Any, Never
 
 import xarray as xr
 
+from daqlab._config import (
+    FROM_CONFIG,
+    AcquisitionConfig,
+    FromConfig,
+    channel_sources,
+    configure,
+    named_sources,
+    source_of,
+)
+from daqlab._shutdown import ShutdownHooks
 from daqlab.buffer import RingBuffer
-from daqlab.checks import real, whole
+from daqlab.checks import real
 from daqlab.errors import (
     AcquisitionError,
-    ChannelNotFoundError,
     ConfigurationError,
     DataRangeError,
     DatasetNotFoundError,
@@ -53,83 +57,14 @@ from daqlab.io import Recorder, save, storage_errors
 from daqlab.run import check_metadata, run_attrs
 from daqlab.sources import Source
 
-__all__ = ["AcquisitionConfig", "DataManager", "Dataset"]
+__all__ = ["AcquisitionConfig", "DataManager", "DatasetRecord"]
 
 log = logging.getLogger(__name__)
-"""Failures daqlab survives but must not hide (auto-save, checkpoints) go here ("daqlab.*")."""
-
-
-@dataclass(frozen=True)
-class AcquisitionConfig:
-    """Settings of a :class:`DataManager`; validated when made.
-
-    Examples
-    --------
-    >>> AcquisitionConfig(buffer_seconds=30.0, autosave_interval=None).buffer_seconds
-    30.0
-    >>> AcquisitionConfig(buffer_seconds=-1)
-    Traceback (most recent call last):
-    ...
-    daqlab.errors.ConfigurationError: buffer_seconds must be finite and > 0; got -1. Pass e.g. 10.0 (the default).
-    """  # noqa: E501
-
-    buffer_seconds: float = 10.0
-    """Length of each source's ring buffer in seconds (ignored if ``buffer_samples`` is set)."""
-    buffer_samples: int | None = None
-    """Length of each ring buffer in samples, overriding ``buffer_seconds``."""
-    autosave_interval: float | None = 60.0
-    """Seconds between automatic saves of the datasets; ``None`` turns it off."""
-    output_dir: Path = Path("daqlab-runs")
-    """Where recordings, datasets and auto-saves go (created when needed)."""
-    record: bool = True
-    """Attach a recorder to every source, writing every sample to disk.
-
-    With ``record=False`` nothing is written unless asked for: ``stop()``, Ctrl-C,
-    interpreter exit and kernel shutdown save only the datasets made with
-    :meth:`DataManager.create_dataset`; the ring buffers stay in memory
-    (``snapshot()`` still works after ``stop()``) and are saved only by an explicit
-    ``daqlab.save(manager.snapshot(), path)``."""
-    compression: bool = False
-    """Compress saved files (zlib with shuffle: 2-4x smaller, much slower)."""
-    max_memory_usage_mb: float = 1024.0
-    """Ring buffers together may use at most this many MiB; bigger configurations are refused."""
-    flush_interval: float = 0.25
-    """Recorders make data durable at least this often (s): what a crash may lose."""
-    stop_timeout: float = 10.0
-    """Seconds ``stop()`` waits for each thread before it reports a hang."""
-    event_queue_size: int = 1000
-    """Default length of a subscription's queue."""
-    handle_sigint: bool = True
-    """On Ctrl-C, checkpoint (flush recorders, save datasets) before the interrupt goes on."""
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: Any, hint: str) -> None:
-            real(value, name, lower=0, lower_open=True, hint=hint)
-
-        positive("buffer_seconds", self.buffer_seconds, "Pass e.g. 10.0 (the default).")
-        if self.buffer_samples is not None:
-            samples = whole(self.buffer_samples, "buffer_samples", minimum=1, note="or None")
-            object.__setattr__(self, "buffer_samples", samples)
-        if self.autosave_interval is not None:
-            positive("autosave_interval", self.autosave_interval, "Use None to turn auto-save off.")
-        positive("max_memory_usage_mb", self.max_memory_usage_mb, "Pass e.g. 1024.0.")
-        positive("flush_interval", self.flush_interval, "Pass e.g. 0.5.")
-        positive("stop_timeout", self.stop_timeout, "Pass e.g. 10.0.")
-        queue_size = whole(self.event_queue_size, "event_queue_size", minimum=1)
-        object.__setattr__(self, "event_queue_size", queue_size)
-        if not isinstance(self.output_dir, (str, Path)):
-            raise ConfigurationError(f"output_dir must be a path; got {self.output_dir!r}.")
-        object.__setattr__(self, "output_dir", Path(self.output_dir))
-
-    def capacity_for(self, sample_rate: float) -> int:
-        """Ring buffer length in samples for a source at ``sample_rate``."""
-        if self.buffer_samples is not None:
-            return self.buffer_samples
-        return max(1, math.ceil(self.buffer_seconds * sample_rate))
+"""Failures daqlab survives but must not hide (auto-save, a source's stop) go here ("daqlab.*")."""
 
 
 @dataclass
-class Dataset:
+class DatasetRecord:
     """A named selection of one source's channels, from its creation until export."""
 
     id: uuid.UUID
@@ -144,49 +79,6 @@ class Dataset:
     """The last file this dataset was saved to."""
 
 
-def _source_names(sources: Any) -> dict[str, Source]:
-    if isinstance(sources, Mapping):
-        items = list(sources.items())
-    else:
-        if isinstance(sources, Source):
-            seq = [sources]
-        elif isinstance(sources, Iterable) and not isinstance(sources, (str, bytes)):
-            seq = list(sources)
-        else:
-            raise ConfigurationError(
-                f"sources must be a source, a list of sources or a {{name: source}} dict; got "
-                f"{type(sources).__name__}, which does not follow the daqlab.sources.Source protocol "
-                "(channels, sample_rate, finished, start, read, stop, describe)."
-            )
-        items = [(str(getattr(s, "name", "") or f"src{i}"), s) for i, s in enumerate(seq)]
-        if len(items) == 1 and not getattr(items[0][1], "name", ""):
-            items = [("src", items[0][1])]
-    if not items:
-        raise ConfigurationError("DataManager needs at least one source, e.g. sources.Simulated(4, 1000).")
-    out: dict[str, Source] = {}
-    for name, s in items:
-        if not isinstance(s, Source):
-            raise ConfigurationError(
-                f"source {name!r} ({type(s).__name__}) does not follow the daqlab.sources.Source "
-                "protocol (channels, sample_rate, finished, start, read, stop, describe)."
-            )
-        if name in out:
-            raise ConfigurationError(f"two sources are named {name!r}; give them distinct names.")
-        out[name] = s
-    return out
-
-
-def _stop_at_exit(ref: weakref.ref[DataManager]) -> None:
-    dm = ref()
-    if dm is not None and dm.running:
-        try:
-            dm.stop()
-        except Exception as exc:  # at exit nobody can catch it: say it, do not hide it
-            print(f"daqlab: saving {dm.name!r} at interpreter exit failed: {type(exc).__name__}: "
-                  f"{exc}. What was recorded stays in {dm.config.output_dir} (daqlab.open_run "
-                  "opens a recording folder).", file=sys.stderr)
-
-
 class DataManager:
     """Acquire from sources in the background, keep datasets, record and save.
 
@@ -195,9 +87,13 @@ class DataManager:
     sources
         One source, a list, or a ``{name: source}`` dict.
     config
-        An :class:`AcquisitionConfig`; keyword ``settings`` override its fields.
+        An :class:`AcquisitionConfig` (default: its defaults).
     name, metadata
         Name of the acquisition and metadata carried into every run it saves.
+    buffer_seconds, buffer_samples, ..., handle_sigint
+        Every field of :class:`AcquisitionConfig`, by keyword: each given overrides
+        that field of ``config``; left out (``FROM_CONFIG``), the config's value
+        holds. Any other keyword is a :class:`~daqlab.ConfigurationError`.
 
     Examples
     --------
@@ -219,42 +115,32 @@ class DataManager:
         name: str = "",
         metadata: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        **settings: Any,
+        buffer_seconds: float | FromConfig = FROM_CONFIG,
+        buffer_samples: int | FromConfig | None = FROM_CONFIG,
+        autosave_interval: float | FromConfig | None = FROM_CONFIG,
+        output_dir: str | Path | FromConfig = FROM_CONFIG,
+        record: bool | FromConfig = FROM_CONFIG,
+        compression: bool | FromConfig = FROM_CONFIG,
+        max_memory_usage_mb: float | FromConfig = FROM_CONFIG,
+        flush_interval: float | FromConfig = FROM_CONFIG,
+        stop_timeout: float | FromConfig = FROM_CONFIG,
+        event_queue_size: int | FromConfig = FROM_CONFIG,
+        handle_sigint: bool | FromConfig = FROM_CONFIG,
+        **unknown: Never,  # mypy flags a misspelt setting; at run time it is a ConfigurationError
     ) -> None:
-        try:
-            self.config = replace(config or AcquisitionConfig(), **settings)
-        except TypeError as exc:
-            fields = sorted(AcquisitionConfig.__dataclass_fields__)
-            raise ConfigurationError(f"{exc}; DataManager settings are {fields}.") from None
+        self.config = configure(
+            config, unknown, buffer_seconds=buffer_seconds, buffer_samples=buffer_samples,
+            autosave_interval=autosave_interval, output_dir=output_dir, record=record,
+            compression=compression, max_memory_usage_mb=max_memory_usage_mb,
+            flush_interval=flush_interval, stop_timeout=stop_timeout,
+            event_queue_size=event_queue_size, handle_sigint=handle_sigint,
+        )
         self.name = name or "run"
         self._metadata = check_metadata(metadata)
-        self.sources = _source_names(sources)
+        self.sources = named_sources(sources)
         self._clock = clock
-        all_names: dict[str, str] = {}
-        for sname, src in self.sources.items():
-            for ch in src.channels:
-                if ch.name in all_names:
-                    raise ConfigurationError(
-                        f"channel {ch.name!r} is in sources {all_names[ch.name]!r} and {sname!r}; "
-                        "channel names must be unique across a manager's sources. Rename one."
-                    )
-                all_names[ch.name] = sname
-        self._channel_source = all_names
-        need = sum(
-            self.config.capacity_for(s.sample_rate) * (len(s.channels) * 9 + 8)
-            for s in self.sources.values()
-        ) / 2**20
-        if need > self.config.max_memory_usage_mb:
-            detail = ", ".join(
-                f"{n}: {self.config.capacity_for(s.sample_rate)} samples x {len(s.channels)} ch"
-                for n, s in self.sources.items()
-            )
-            raise ConfigurationError(
-                f"ring buffers would need {need:.1f} MiB ({detail}), more than "
-                f"max_memory_usage_mb={self.config.max_memory_usage_mb:g}. Raise "
-                "max_memory_usage_mb, or shorten buffer_seconds/buffer_samples (the recorder "
-                "keeps every sample on disk either way)."
-            )
+        self._channel_source = channel_sources(self.sources)
+        self.config.check_memory(self.sources)
         self.bus = EventBus(self.name)
         self.buffers: dict[str, RingBuffer] = {
             n: RingBuffer(s.channels, self.config.capacity_for(s.sample_rate), s.sample_rate,
@@ -263,7 +149,7 @@ class DataManager:
             for n, s in self.sources.items()
         }
         self.recorders: dict[str, Recorder] = {}
-        self.datasets: dict[uuid.UUID, Dataset] = {}
+        self.datasets: dict[uuid.UUID, DatasetRecord] = {}
         self.saved: list[Path] = []
         """Every file this manager has written, in order."""
         self.errors: dict[str, BaseException] = {}
@@ -273,9 +159,8 @@ class DataManager:
         self._autosave_thread: threading.Thread | None = None
         self._save_lock = threading.RLock()
         self._state = "new"
-        self._prev_sigint: Any = None
-        self._atexit_cb: Callable[[], None] | None = None
-        self._ipython_hook: tuple[Any, Callable[[Any], None]] | None = None
+        self._shutdown = ShutdownHooks(self, handle_sigint=self.config.handle_sigint,
+                                       output_dir=self.config.output_dir)
         self._started_at = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -322,11 +207,7 @@ class DataManager:
             self._autosave_thread = threading.Thread(target=self._autosave, daemon=True,
                                                      name=f"daqlab-autosave-{self.name}")
             self._autosave_thread.start()
-        # one callable per manager: atexit.unregister removes by equality
-        self._atexit_cb = functools.partial(_stop_at_exit, weakref.ref(self))
-        atexit.register(self._atexit_cb)
-        self._install_sigint()
-        self._install_ipython_hook()
+        self._shutdown.install()  # at interpreter exit stop() saves; Ctrl-C checkpoints
         return self
 
     def _acquire(self, name: str) -> None:
@@ -387,16 +268,13 @@ class DataManager:
                 hung.append(n)
         if self._autosave_thread is not None:
             self._autosave_thread.join(self.config.stop_timeout)
-        self._restore_sigint()
-        self._remove_ipython_hook()
+        self._shutdown.remove()
         try:
             self._final_save()
         finally:
             for buf in self.buffers.values():
                 buf.close()
             self.bus.close(timeout=self.config.stop_timeout)
-            if self._atexit_cb is not None:
-                atexit.unregister(self._atexit_cb)
             self._state = "stopped"
         if hung:
             raise AcquisitionError(
@@ -477,62 +355,6 @@ class DataManager:
                 log.warning("auto-save of %s failed; trying again in %g s", self.name, interval,
                             exc_info=True)
 
-    def _install_sigint(self) -> None:
-        if not self.config.handle_sigint or threading.current_thread() is not threading.main_thread():
-            return
-        prev = signal.getsignal(signal.SIGINT)
-        if not callable(prev):
-            return
-        ref = weakref.ref(self)
-
-        def on_sigint(signum: int, frame: FrameType | None) -> Any:
-            dm = ref()
-            if dm is not None and dm.running:
-                threading.Thread(target=dm._checkpoint_quietly, daemon=True,
-                                 name=f"daqlab-sigint-{dm.name}").start()
-            return prev(signum, frame)
-
-        self._prev_sigint = prev
-        signal.signal(signal.SIGINT, on_sigint)
-
-    def _install_ipython_hook(self) -> None:
-        # ipykernel swaps the SIGINT handler around every cell, so a cell interrupted by
-        # Ctrl-C is seen here, after the cell, through IPython's own event.
-        ipython = sys.modules.get("IPython")
-        shell = ipython.get_ipython() if ipython is not None else None
-        if shell is None:
-            return
-        ref = weakref.ref(self)
-
-        def post_run_cell(result: Any) -> None:
-            dm = ref()
-            if dm is not None and dm.running and isinstance(
-                getattr(result, "error_in_exec", None), KeyboardInterrupt
-            ):
-                dm._checkpoint_quietly()
-
-        shell.events.register("post_run_cell", post_run_cell)
-        self._ipython_hook = (shell, post_run_cell)
-
-    def _remove_ipython_hook(self) -> None:
-        if self._ipython_hook is not None:
-            shell, hook = self._ipython_hook
-            with contextlib.suppress(ValueError):
-                shell.events.unregister("post_run_cell", hook)
-            self._ipython_hook = None
-
-    def _checkpoint_quietly(self) -> None:
-        try:
-            self.checkpoint()
-        except Exception:
-            log.warning("checkpoint of %s failed", self.name, exc_info=True)
-
-    def _restore_sigint(self) -> None:
-        if self._prev_sigint is not None and threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGINT, self._prev_sigint)
-            self._prev_sigint = None
-
     # ------------------------------------------------------------------ data
     def _source_for(self, source: str | None) -> str:
         if source is None:
@@ -581,22 +403,10 @@ class DataManager:
             names = [channels]
         else:
             names = list(channels)
-        if not names:
-            raise ConfigurationError("a dataset needs at least one channel.")
-        unknown = [c for c in names if c not in self._channel_source]
-        if unknown:
-            raise ChannelNotFoundError(
-                f"no channel(s) {unknown} in this manager; channels are {sorted(self._channel_source)}."
-            )
-        srcs = sorted({self._channel_source[c] for c in names})
-        if len(srcs) > 1:
-            raise ConfigurationError(
-                f"channels {names} come from several sources {srcs}; a dataset holds channels of "
-                "one source (one time axis). Make one dataset per source."
-            )
-        ds = Dataset(
-            id=uuid.uuid4(), name=name, source=srcs[0], channels=tuple(dict.fromkeys(names)),
-            start_index=self.buffers[srcs[0]].written, description=description,
+        source = source_of(names, self._channel_source)
+        ds = DatasetRecord(
+            id=uuid.uuid4(), name=name, source=source, channels=tuple(dict.fromkeys(names)),
+            start_index=self.buffers[source].written, description=description,
             metadata=check_metadata(metadata),
             created_at=_dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z"),
         )
@@ -608,26 +418,11 @@ class DataManager:
         """The dataset's samples from its creation until now, as a run."""
         ds = self._dataset(dataset_id)
         buf = self.buffers[ds.source]
-        end = buf.written
-        lo = buf.first_index
+        end, lo, start = buf.written, buf.first_index, ds.start_index
         parts: list[xr.Dataset] = []
-        start = ds.start_index
-        if start < lo:
-            rec = self.recorders.get(ds.source)
-            if rec is None or rec.error is not None or rec.start_index > start:
-                raise DataRangeError(
-                    f"dataset {ds.name!r} needs samples {start}..{lo - 1} of source "
-                    f"{ds.source!r} (older than the {buf.capacity} samples the ring buffer holds), "
-                    "which the ring buffer no longer holds and "
-                    f"{'no recorder has' if rec is None else 'the recorder does not have'}. "
-                    "Use record=True or a longer buffer_seconds to keep them."
-                )
-            # through `end`, not `lo`: the writer may lap the ring again while we read it
-            rec.flush_through(end, timeout=self.config.stop_timeout)
-            recorded = rec.recorded(chunks={})
-            upto = min(end, rec.start_index + recorded.sizes["time"])
-            parts.append(recorded.isel(time=slice(start - rec.start_index, upto - rec.start_index)))
-            start = upto
+        if start < lo:  # the ring lost the start: the recorder has it
+            parts.append(self._from_recorder(ds, end, lo))
+            start += parts[0].sizes["time"]
         if start < end or not parts:
             parts.append(buf.range(start, end - start))
         run = parts[0] if len(parts) == 1 else xr.concat(
@@ -637,9 +432,26 @@ class DataManager:
         run.attrs = run_attrs(
             id=ds.id, name=ds.name, description=ds.description, created_at=ds.created_at,
             sample_rate=buf.sample_rate,
-            metadata={**buf._attrs["metadata"], **ds.metadata}, calibrated=False,
+            metadata={**buf.metadata, **ds.metadata}, calibrated=False,
         )
         return run
+
+    def _from_recorder(self, ds: DatasetRecord, end: int, lo: int) -> xr.Dataset:
+        """The dataset's samples from its start up to ``end`` (at most), from the recorder."""
+        rec = self.recorders.get(ds.source)
+        cause = None
+        if rec is not None:
+            try:  # through `end`, not `lo`: the writer may lap the ring again while we read it
+                return rec.samples(ds.start_index, end, timeout=self.config.stop_timeout)
+            except DataRangeError as exc:
+                cause = exc
+        raise DataRangeError(
+            f"dataset {ds.name!r} needs samples {ds.start_index}..{lo - 1} of source "
+            f"{ds.source!r} (older than the {self.buffers[ds.source].capacity} samples the ring "
+            f"buffer holds), which the ring buffer no longer holds and "
+            f"{'no recorder has' if rec is None else 'the recorder does not have'}. "
+            "Use record=True or a longer buffer_seconds to keep them."
+        ) from cause
 
     def export_dataset(
         self, dataset_id: uuid.UUID | str, format: str = "netcdf",
@@ -648,7 +460,7 @@ class DataManager:
         """Save the dataset (creation until now) and return the path; announces DatasetSaved."""
         return self._export(self._dataset(dataset_id), format, path)
 
-    def _export(self, ds: Dataset, format: str = "netcdf", path: str | Path | None = None) -> Path:
+    def _export(self, ds: DatasetRecord, format: str = "netcdf", path: str | Path | None = None) -> Path:
         with self._save_lock:
             run = self.dataset_run(ds.id)
             if path is None:
@@ -661,7 +473,7 @@ class DataManager:
         self.bus.publish(DatasetSaved(ds.source, str(ds.id), out, int(run.sizes["time"])))
         return out
 
-    def _dataset(self, dataset_id: uuid.UUID | str) -> Dataset:
+    def _dataset(self, dataset_id: uuid.UUID | str) -> DatasetRecord:
         try:
             key = dataset_id if isinstance(dataset_id, uuid.UUID) else uuid.UUID(str(dataset_id))
         except ValueError:

@@ -8,6 +8,7 @@ count and the jump in ``times``); nothing is stitched silently.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import uuid
@@ -360,6 +361,15 @@ class RingBuffer:
     def closed(self) -> bool:
         """True once :meth:`close` was called: readers drain what is left, then stop."""
         return self._closed
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata this buffer's runs carry (a copy: changing it changes nothing here).
+
+        >>> RingBuffer(1, 4, 10.0, metadata={"operator": "Ada"}).metadata
+        {'operator': 'Ada'}
+        """
+        return copy.deepcopy(self._attrs["metadata"])
 
     def _held_span(self) -> tuple[int, int]:
         return max(self._first, self._written - self.capacity), self._written

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import signal
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import numpy as np
 import pytest
@@ -455,10 +456,28 @@ def test_settings_override_a_config(tmp_path: Path) -> None:
 
 def test_an_unknown_setting_is_refused_listing_the_settings(tmp_path: Path) -> None:
     with pytest.raises(dl.ConfigurationError, match="bufer_seconds") as info:
-        dl.DataManager(Simulated(1, 100.0), output_dir=tmp_path, bufer_seconds=3.0)
+        # mypy refuses the misspelling too (settings are typed keywords): this checks run time
+        dl.DataManager(Simulated(1, 100.0), output_dir=tmp_path, bufer_seconds=3.0)  # type: ignore[arg-type]
     msg = str(info.value)
     for name in dl.AcquisitionConfig.__dataclass_fields__:
         assert name in msg
+    assert "did you mean ['buffer_seconds']" in msg
+
+
+def test_every_setting_is_a_typed_keyword_of_the_manager(tmp_path: Path) -> None:
+    params = inspect.signature(dl.DataManager).parameters
+    hints = get_type_hints(dl.DataManager.__init__)
+    for name, field_type in get_type_hints(dl.AcquisitionConfig).items():
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert repr(params[name].default) == "FROM_CONFIG", name
+        # the field's type, or more (output_dir takes a str too), or FROM_CONFIG
+        assert set(get_args(field_type) or [field_type]) < set(get_args(hints[name])), name
+    # None is a value, not "left out": it turns auto-save off and ring lengths back to seconds
+    cfg = dl.AcquisitionConfig(autosave_interval=5.0, buffer_samples=7, output_dir=tmp_path)
+    dm = dl.DataManager(Simulated(1, 100.0), cfg, autosave_interval=None, buffer_samples=None)
+    assert (dm.config.autosave_interval, dm.config.buffer_samples) == (None, None)
+    assert dm.buffers["src"].capacity == 1000
+    assert dl.DataManager(Simulated(1, 100.0), cfg).config == cfg
 
 
 def test_max_memory_usage_is_enforced_saying_how_much_is_needed(tmp_path: Path) -> None:

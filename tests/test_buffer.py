@@ -1270,3 +1270,17 @@ def test_a_nat_start_is_refused(start: Any) -> None:
     """Sample 0 was stamped NaT, making ``latest()`` an invalid run."""
     with pytest.raises(ConfigurationError, match=r"start must be a date, not NaT"):
         RingBuffer(1, 10, 1.0, start=start)
+
+
+def test_metadata_is_what_the_runs_carry_and_read_only() -> None:
+    meta = {"rig": {"id": 1, "tags": ["a"]}}
+    rb = RingBuffer(1, 10, 1.0, metadata=meta)
+    meta["rig"]["id"] = 2  # the buffer keeps its own copy
+    assert rb.metadata == {"rig": {"id": 1, "tags": ["a"]}}
+    rb.push([1.0])
+    assert rb.latest().attrs["metadata"] == rb.metadata
+    rb.metadata["rig"]["tags"].append("b")  # changing what it returns changes nothing here
+    assert rb.metadata == {"rig": {"id": 1, "tags": ["a"]}}
+    with pytest.raises(AttributeError):
+        rb.metadata = {}  # type: ignore[misc]
+    assert RingBuffer(1, 10, 1.0).metadata == {}

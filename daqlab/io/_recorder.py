@@ -33,7 +33,8 @@ from numpy.typing import NDArray
 
 from daqlab._version import __version__
 from daqlab.buffer import Block, RingBuffer
-from daqlab.errors import FormatError, StorageError
+from daqlab.checks import whole
+from daqlab.errors import DataRangeError, FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
 from daqlab.io._atomic import as_path, ensure_space, fsync_dir, fsync_path, probe, temp_name
 from daqlab.io._netcdf import open_netcdf, save_netcdf
@@ -307,6 +308,35 @@ class Recorder:
         if is_recording(self.folder):
             return open_recording_or_final(self.folder, self.path, chunks, open_netcdf)
         return open_netcdf(self.path, chunks)
+
+    def samples(self, start: int, stop: int, *, timeout: float = 10.0) -> xr.Dataset:
+        """Samples ``start .. stop - 1`` (write-counter indices) as a lazy run, from disk.
+
+        Flushes through ``stop`` first (waiting up to ``timeout`` s, else a
+        :class:`~daqlab.StorageError`), then returns what is recorded from
+        ``start`` up to ``stop`` or the end of the recording, whichever comes
+        first. Samples the ring buffer lapped the recorder for are there as a
+        gap (NaN, flagged BAD). Raises :class:`~daqlab.DataRangeError` when the
+        recorder does not have ``start``: from before it started, past what it
+        recorded, or after the recording failed.
+        """
+        start = whole(start, "samples() start")
+        stop = whole(stop, "samples() stop", minimum=start, note=f"(start is {start})")
+        if self.error is not None:
+            raise DataRangeError(
+                f"the recording into {self.folder} failed ({self.error}), so it serves no samples; "
+                f"those before {self.saved_upto} are in the folder: daqlab.open_run opens it."
+            )
+        if start < self.start_index:
+            raise DataRangeError(
+                f"sample {start} is not recorded: this recorder started at sample {self.start_index}."
+            )
+        self.flush_through(stop, timeout=timeout)
+        recorded = self.recorded(chunks={})
+        end = self.start_index + recorded.sizes["time"]
+        if start > end:
+            raise DataRangeError(f"sample {start} is not recorded: the recording ends at sample {end}.")
+        return recorded.isel(time=slice(start - self.start_index, min(stop, end) - self.start_index))
 
     def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
         """Stop, then turn the folder into the final run file (unless ``consolidate=False``)."""
