@@ -650,6 +650,7 @@ def test_any_entry_of_a_sidecar_edited_to_any_kind_is_a_format_error(tmp_path: P
     original = json.loads(side.read_text())
     raw: list[str] = []
     for at in _entries(original):
+        junk: Any
         for junk in (0, -1.5, "x", None, [], {}, 1e308, True, 2**70):
             edited = json.loads(json.dumps(original))
             parent = edited

@@ -442,7 +442,6 @@ _HUGE = 10**400  # a Python int beyond float64's range: float() of it raises Ove
     lambda r: dl.empty_run(["a"], sample_rate=_HUGE),
     lambda r: dl.Calibration(_HUGE, 0.0),
     lambda r: dl.Calibration(1.0, -_HUGE),
-    lambda r: dl.calibrate(r, {"a": dl.Calibration(2.0, _HUGE)}),
     lambda r: dl.RingBuffer(["a"], _HUGE, 1.0),
     lambda r: dl.RingBuffer(["a"], 10, 1.0).push([[_HUGE]]),
     lambda r: dl.sources.Push(["a"], 1.0).feed([[_HUGE]]),
