@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,12 +194,12 @@ def _times_as_int64(t: NDArray[Any], what: str) -> NDArray[np.int64]:
 
 
 def block_quality(
-    quality: ArrayLike, shape: tuple[int, int], *, what: str = "push"
+    quality: ArrayLike, shape: tuple[int, int], *, what: str = "push", copy: bool = False
 ) -> NDArray[np.int8]:
     """``quality`` as int8 flags 0..3 (:class:`~daqlab.Quality`) of the values' ``shape``.
 
     ``(channels,)`` is taken for a one-sample block. Raises :class:`~daqlab.ShapeError`.
-    The result is a new array unless ``quality`` was an int8 array already.
+    The result is a new array unless ``quality`` was an int8 array already and not ``copy``.
     """
     q = quality if type(quality) is np.ndarray else _as_array(quality, "quality", what)
     if q.ndim == 1 and shape[1] == 1 and q.shape[0] == shape[0]:
@@ -215,7 +215,11 @@ def block_quality(
     if q.size and (q.min() < 0 or q.max() > max(allowed)):
         bad = np.unique(q[(q < 0) | (q > max(allowed))])[:5].tolist()
         raise ShapeError(f"{what}: quality must hold integers {allowed} (daqlab.Quality); got {bad}.")
-    return q.astype(np.int8, copy=False)
+    out = q.astype(np.int8, copy=False)
+    # a view of anything the caller holds is copied (as block_values does)
+    if copy and (out is quality or not out.flags.owndata):
+        out = out.copy()
+    return out
 
 
 def paced_times(start_ns: int, first_index: int, n: int, sample_rate: float,
@@ -228,6 +232,62 @@ def paced_times(start_ns: int, first_index: int, n: int, sample_rate: float,
             "give explicit times, or check the times given before."
         )
     return sample_times(start_ns, first_index, n, sample_rate).view(np.int64)
+
+
+class Stamper:
+    """Timestamps of the consecutive blocks of one stream (its owner calls it under its lock).
+
+    Given times are checked not to go back across blocks; missing ones are
+    ``origin + k / rate`` for the stream's sample index ``k``, on one grid (no
+    rounding adds up from block to block). When given times ran ahead of that
+    grid, the grid moves to continue right after the last of them. The origin is
+    set by :meth:`set_origin`, or by the first untimed block from ``now_ns()``.
+    """
+
+    def __init__(self, sample_rate: float, *, what: str = "push",
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.rate, self.what, self._now_ns = sample_rate, what, now_ns
+        self.last: int | None = None
+        """The last time stamped or given (int64 ns), None before any sample."""
+        self.origin: int | None = None
+        self._base = 0  # the sample index the origin stamps
+        self._stop = 0  # the index whose stamp would pass int64 ns: one comparison per block
+
+    def set_origin(self, origin_ns: int, index: int = 0) -> None:
+        """Untimed samples count from ``origin_ns`` at sample ``index``."""
+        self.origin, self._base = origin_ns, index
+        self._stop = index + int((_I8_MAX - origin_ns) * self.rate / 1e9)
+
+    def stamp(self, given: NDArray[np.int64] | None, index: int, n: int) -> NDArray[np.int64]:
+        """The times of samples ``index .. index + n - 1``: ``given`` checked, or on the grid.
+
+        Raises :class:`~daqlab.ShapeError` for given times that start before the last one,
+        or for stamps past datetime64[ns]'s end. Call :meth:`commit` once the block is kept.
+        """
+        if given is not None:
+            if n and self.last is not None and given[0] < self.last:
+                raise ShapeError(
+                    f"{self.what}: times must not go back (be non-decreasing), also across "
+                    f"blocks; this block starts at {given[:1].view(_NS)[0]}, before the last sample "
+                    f"({np.int64(self.last).view(_NS)})."
+                )
+            return given
+        if self.origin is None:
+            self.set_origin(self._now_ns(), index)
+        assert self.origin is not None
+        if index + n > self._stop:  # past 2262: paced_times raises, naming it
+            paced_times(self.origin, index - self._base, n, self.rate, what=self.what)
+        t = sample_times(self.origin, index - self._base, n, self.rate).view(np.int64)
+        if n and self.last is not None and t[0] < self.last:
+            # given times ran ahead of the grid: continue right after the last of them
+            t = paced_times(self.last, 1, n, self.rate, what=self.what)
+            self.set_origin(self.last, index - 1)
+        return t
+
+    def commit(self, times: NDArray[np.int64]) -> None:
+        """Note the times of a block that was kept."""
+        if times.size:
+            self.last = int(times[-1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,10 +370,7 @@ class RingBuffer:
         self._cond = threading.Condition(threading.Lock())
         self._written = 0
         self._first = 0  # oldest index not cleared
-        self._last_time: int | None = None
-        self._start_ns: int | None = None
-        self._auto_base = 0  # index that auto-stamps count from
-        self._auto_stop = 0
+        self._stamper = Stamper(self.sample_rate)
         if start is not None:
             t0 = to_datetime64(start, what="start")
             if np.isnat(t0):
@@ -321,7 +378,7 @@ class RingBuffer:
                     f"start must be a date, not NaT; got {start!r}. Leave it out (None) to "
                     "start at the wall-clock time of the first push."
                 )
-            self._set_auto_origin(int(t0.astype(np.int64)), 0)
+            self._stamper.set_origin(int(t0.astype(np.int64)), 0)
         self._closed = False
         self._overflow = 0
         self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
@@ -406,13 +463,7 @@ class RingBuffer:
             raise ConfigurationError("this RingBuffer is closed; create a new one to push again.")
         with self._cond:
             w = self._written
-            if t is None:
-                t = self._auto_times(w, n)
-            elif n and self._last_time is not None and t[0] < self._last_time:
-                raise ShapeError(
-                    f"times must not go back: this block starts at {t[0].view('datetime64[ns]')}, "
-                    f"before the last sample pushed ({np.int64(self._last_time).view('datetime64[ns]')})."
-                )
+            t = self._stamper.stamp(t, w, n)
             if n == 0:
                 return w
             cap = self.capacity
@@ -434,30 +485,10 @@ class RingBuffer:
                 self._times[: k - first] = t[first:]
                 self._quality[:, pos:] = 0 if q is None else q[:, :first]
                 self._quality[:, : k - first] = 0 if q is None else q[:, first:]
-            self._last_time = int(t[-1])
+            self._stamper.commit(t)
             self._written = w + n
             self._cond.notify_all()
             return w
-
-    def _auto_times(self, w: int, n: int) -> NDArray[np.int64]:
-        """``start + k / rate`` for samples ``w .. w + n - 1`` (call with the lock held)."""
-        if self._start_ns is None:
-            self._set_auto_origin(time.time_ns(), w)
-        assert self._start_ns is not None
-        if w + n > self._auto_stop:  # past 2262: paced_times raises, naming it
-            paced_times(self._start_ns, w - self._auto_base, n, self.sample_rate)
-        t = sample_times(self._start_ns, w - self._auto_base, n, self.sample_rate).view(np.int64)
-        if self._last_time is not None and n and t[0] < self._last_time:
-            # explicit times ran ahead of the nominal clock: continue from the last one
-            t = paced_times(self._last_time, 1, n, self.sample_rate)
-            self._set_auto_origin(self._last_time, w - 1)
-        return t
-
-    def _set_auto_origin(self, start_ns: int, base: int) -> None:
-        """Auto-stamps count from ``start_ns`` at write index ``base``."""
-        self._start_ns, self._auto_base = start_ns, base
-        # the write index whose stamp would pass int64 ns: one int comparison per push
-        self._auto_stop = base + int((_I8_MAX - start_ns) * self.sample_rate / 1e9)
 
     def clear(self) -> None:
         """Drop every sample held. The write counter goes on; readers skip the dropped span.

@@ -374,6 +374,30 @@ def test_times_going_backwards_raise() -> None:
     assert block.values.tolist() == [[1.0, 2.0, 5.0]]
 
 
+@pytest.mark.parametrize("kind", ["push", "ring"])
+def test_untimed_blocks_after_timed_ones_stay_on_one_grid(kind: str) -> None:
+    # timed samples ran ahead of the nominal clock; untimed ones continue after them on one
+    # grid: three single samples at 3 Hz end exactly 1 s later (stamping each block from the
+    # one before added the rounding of 1e9 / 3 ns three times: 999_999_999 ns)
+    t = np.datetime64("2100-01-01T00:00:00", "ns")
+    if kind == "push":
+        src = Push(["x"], 3.0)
+        src.start()
+        src.feed([[0.0]], times=[t])
+        for k in range(3):
+            src.feed([[float(k)]])
+        block = src.read(timeout=0.0)
+        assert block is not None
+        times = block.times
+    else:
+        buf = dl.RingBuffer(["x"], 10, 3.0, start="2024-01-01")
+        buf.push([[0.0]], times=[t])
+        for k in range(3):
+            buf.push([[float(k)]])
+        times = buf.range(0, 4)["time"].values
+    assert (times - t).astype(np.int64).tolist() == [0, 333_333_333, 666_666_667, 1_000_000_000]
+
+
 def test_times_far_apart_are_taken_in_order() -> None:
     # 1700 -> 2200: the step overflows int64; the order check compares, never subtracts
     src = Push(["x"], 1000.0)

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from daqlab.buffer import block_quality, block_times, block_values, paced_times
+from daqlab.buffer import Stamper, block_quality, block_times, block_values
 from daqlab.checks import whole
-from daqlab.errors import ShapeError, SourceError
+from daqlab.errors import SourceError
 from daqlab.model import ChannelLike, to_channels
 from daqlab.run import check_sample_rate
 from daqlab.sources._base import SourceBase
@@ -74,7 +74,7 @@ class Push(SourceBase):
         self._queue: collections.deque[Samples] = collections.deque()
         self._pending = 0
         self._fed = 0
-        self._last_time: int | None = None
+        self._stamper = Stamper(self._rate, what="feed")
         self._closed = False
         self._stopped = False
         self.refused = 0
@@ -88,6 +88,7 @@ class Push(SourceBase):
     def start(self) -> None:
         with self._cond:
             super().start()
+            self._stamper.set_origin(self._t0_ns, self._fed)
 
     def feed(
         self, values: ArrayLike, times: ArrayLike | None = None, quality: ArrayLike | None = None
@@ -122,7 +123,7 @@ class Push(SourceBase):
         v = block_values(values, c, what="feed", copy=True)
         n = v.shape[1]
         given = None if times is None else block_times(times, n, what="feed", copy=True)
-        q = None if quality is None else block_quality(quality, (c, n), what="feed").copy()
+        q = None if quality is None else block_quality(quality, (c, n), what="feed", copy=True)
         with self._cond:
             if not self._started:
                 raise SourceError("feed() before start(): start the DataManager (or source) first.")
@@ -134,21 +135,8 @@ class Push(SourceBase):
                     f"queue full: {self._pending} samples wait and this block has {n}, more than "
                     f"max_pending={self.max_pending}. Acquisition is not running or not keeping up."
                 )
-            if given is None:
-                t = paced_times(self._t0_ns, self._fed, n, self._rate, what="feed")
-                if n and self._last_time is not None and t[0] < self._last_time:
-                    # timed feeds ran ahead of the nominal clock: continue after the last one
-                    t = paced_times(self._last_time, 1, n, self._rate, what="feed")
-            else:
-                t = given
-                if n and self._last_time is not None and t[0] < self._last_time:
-                    raise ShapeError(
-                        f"feed: times must be non-decreasing, also across feeds; this block starts "
-                        f"at {t[:1].view('datetime64[ns]')[0]}, before the last sample fed "
-                        f"({np.int64(self._last_time).view('datetime64[ns]')})."
-                    )
-            if n:
-                self._last_time = int(t[-1])
+            t = self._stamper.stamp(given, self._fed, n)
+            self._stamper.commit(t)
             self._queue.append(Samples(v, t.view("datetime64[ns]"), q))
             self._pending += n
             self._fed += n
