@@ -28,7 +28,7 @@ from daqlab.processing import (
     Processor,
     Resample,
 )
-from tests.processing_helpers import FS, amplitude, assert_within, butter_sos, make, signals
+from tests.processing.helpers import FS, amplitude, assert_within, butter_sos, make, signals
 
 P = dl.processing
 GOOD, SUSPECT, BAD, INTERP = (int(q) for q in dl.Quality)

@@ -21,7 +21,7 @@ from scipy import signal
 
 import daqlab as dl
 from daqlab.processing._filters import butterworth
-from tests.processing_helpers import FS, Chunking, amplitude, assert_within, butter_sos, make, signals
+from tests.processing.helpers import FS, Chunking, amplitude, assert_within, butter_sos, make, signals
 
 P = dl.processing
 ZERO_PHASE_TOL = 1e-9

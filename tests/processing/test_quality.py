@@ -18,7 +18,7 @@ from scipy import signal
 
 import daqlab as dl
 from daqlab.processing._filters import Design, antialias, butterworth
-from tests.processing_helpers import Chunking, amplitude, assert_within, butter_sos, hold, make, signals
+from tests.processing.helpers import Chunking, amplitude, assert_within, butter_sos, hold, make, signals
 
 P = dl.processing
 GOOD, SUSPECT, BAD, INTERP = (int(q) for q in dl.Quality)
