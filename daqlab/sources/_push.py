@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from daqlab.buffer import Stamper, block_quality, block_times, block_values
+from daqlab.blocks import Stamper, block_quality, block_times, block_values
 from daqlab.checks import whole
 from daqlab.errors import SourceError
 from daqlab.model import ChannelLike, to_channels
