@@ -71,6 +71,30 @@ def test_readme_blocks_are_python_or_shell_and_skips_are_run_elsewhere() -> None
                     f"README.md:{line}: {c!r} is skipped but nothing else runs it; run it here")
 
 
+# distributed's own shutdown race (dask/distributed#7105, #9032): on a busy machine a worker's
+# heartbeat can meet the scheduler's closed stream while LocalCluster closes; it logs this one
+# error with its traceback, after every result was computed and written. Only that block is
+# dropped, ending at the CommClosedError of the heartbeat's own connection.
+_HEARTBEAT_NOISE = re.compile(
+    r"^[^\n]*distributed\.worker - ERROR - Failed to communicate with scheduler during heartbeat\."
+    r".*?^distributed\.comm\.core\.CommClosedError: in <TCP \(closed\) "
+    r"ConnectionPool\.heartbeat_worker [^\n]*: Stream is closed$\n?",
+    re.MULTILINE | re.DOTALL)
+
+
+def _without_heartbeat_noise(text: str) -> str:
+    """``text`` without distributed's heartbeat-at-shutdown error blocks.
+
+    >>> block = ("2026-01-01 - distributed.worker - ERROR - Failed to communicate with scheduler "
+    ...          "during heartbeat.\\nTraceback (most recent call last):\\n  ...\\n"
+    ...          "distributed.comm.core.CommClosedError: in <TCP (closed) "
+    ...          "ConnectionPool.heartbeat_worker local=tcp://a remote=tcp://b>: Stream is closed\\n")
+    >>> _without_heartbeat_noise("ok\\n" + block + "Traceback: real\\n")
+    'ok\\nTraceback: real\\n'
+    """
+    return _HEARTBEAT_NOISE.sub("", text)
+
+
 @pytest.mark.timeout(600)
 def test_readme_code_runs_verbatim(tmp_path: Path) -> None:
     runnable = [(lang, line, code) for lang, line, code, skip in readme_blocks()
@@ -87,7 +111,7 @@ def test_readme_code_runs_verbatim(tmp_path: Path) -> None:
                            str(tmp_path / "blocks.json")], cwd=work, env=env,
                           capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    noise = [line for line in (proc.stdout + proc.stderr).splitlines()
+    noise = [line for line in _without_heartbeat_noise(proc.stdout + proc.stderr).splitlines()
              if re.search(r"warn|error|traceback", line, re.IGNORECASE)]
     assert not noise, f"the README's code printed warnings or errors: {noise}"
     made = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
