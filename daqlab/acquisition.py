@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import logging
 import math
@@ -306,7 +307,8 @@ class DataManager:
                 if rec.error is not None:
                     rec.stop()
                     failures.append(StorageError(
-                        28, f"recording of source {n!r} failed ({rec.error}); samples before "
+                        getattr(rec.error, "errno", None) or errno.EIO,
+                        f"recording of source {n!r} failed ({rec.error}); samples before "
                         f"{rec.saved_upto} are in {rec.folder} (daqlab.open_run opens it), later "
                         "ones only in memory: use snapshot() or export_dataset() elsewhere."))
                     continue

@@ -24,14 +24,19 @@ from daqlab.model import Quality, check_channel_name, is_utf8, to_datetime64
 __all__ = [
     "CHANNEL_COORDS",
     "QUALITY_ATTRS",
+    "RUN_ATTRS",
     "SCHEMA_VERSION",
     "check_metadata",
     "check_sample_rate",
     "validate",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the run schema; files record it, and newer ones are refused."""
+SCHEMA_VERSION = 2
+"""Version of the run schema; files record it, and newer ones are refused.
+
+2: attributes through one codec (daqlab/io/_codec.py: tagged values, strict JSON in the CSV
+sidecar and the recording manifest); daqlab 0.1.0 (version 1) would misread them, so it
+refuses these files. Files of version 1 still open."""
 
 CHANNEL_COORDS = ("unit", "range_min", "range_max", "cal_slope", "cal_offset", "cal_date")
 """Per-channel coordinates every run carries, besides ``channel`` itself."""
@@ -43,7 +48,8 @@ QUALITY_ATTRS: dict[str, Any] = {
 }
 """CF attributes of the ``quality`` variable."""
 
-_REQUIRED_ATTRS = ("id", "name", "description", "created_at", "sample_rate", "metadata", "calibrated")
+RUN_ATTRS = ("id", "name", "description", "created_at", "sample_rate", "metadata", "calibrated")
+"""The attributes every run has (DESIGN.md), in the order runs list them."""
 
 
 def check_sample_rate(sample_rate: object) -> float:
@@ -239,7 +245,7 @@ def _check_vars(run: xr.Dataset, problems: list[str], check_data: bool) -> None:
 
 def _check_attrs(run: xr.Dataset, problems: list[str]) -> None:
     a = run.attrs
-    missing = [k for k in _REQUIRED_ATTRS if k not in a]
+    missing = [k for k in RUN_ATTRS if k not in a]
     if missing:
         problems.append(f"attribute(s) {missing} missing.")
     if "id" in a:

@@ -569,7 +569,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = save_csv(sample_run(3), tmp_path / "run.csv")
-    _edit(sidecar_path(path), '"schema_version": 1,', f'"schema_version": {dl.SCHEMA_VERSION + 1},')
+    _edit(sidecar_path(path), f'"schema_version": {dl.SCHEMA_VERSION},',
+          f'"schema_version": {dl.SCHEMA_VERSION + 1},')
     with pytest.raises(dl.FormatError, match=rf"schema version {dl.SCHEMA_VERSION + 1} .*Upgrade"):
         open_csv(path)
 

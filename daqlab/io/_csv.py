@@ -49,13 +49,17 @@ are rebuilt: ``{"encoding": "ms"}`` when every time is a whole millisecond;
 ``"grid"`` with ``start_ns`` and ``sample_rate`` when every time is
 ``daqlab.run.sample_times`` of those; otherwise ``"sub-ms"`` with the
 nanoseconds below each millisecond, little-endian uint32, zlib, base64),
-``channels`` (name, unit, range, calibration slope/offset/reference date, in
-order), ``variables``, every run attribute (``attrs``, with ``attr_types``
-noting numpy arrays/scalars and tuples) and the attributes of every variable
-(``var_attrs``). Strings that are not valid UTF-8 text (lone surrogates, as
-h5py gives for attribute bytes that are not UTF-8) are written with ``\\u``
-escapes, so the file stays UTF-8 and reads back the exact same str. Files
-from a newer ``schema_version`` are refused.
+``channels`` (in order, one record each: name, unit, range_min, range_max,
+cal_slope, cal_offset, cal_date; see :mod:`daqlab.io._records`), ``variables``,
+every run attribute (``attrs``, with ``attr_types``) and the attributes of
+every variable (``var_attrs``), through daqlab's one attribute codec
+(:mod:`daqlab.io._codec`, its JSON adapter). The sidecar is strict JSON: NaN
+and infinities are tagged (``{"__daqlab__": "float", "value": "nan"}``), not
+the ``NaN`` tokens ``jq`` refuses (sidecars of daqlab 0.1.0 held those, and
+still open); an open range end is ``null``. Strings that are not valid UTF-8
+text (lone surrogates, as h5py gives for attribute bytes that are not UTF-8)
+are written with ``\\u`` escapes, so the file stays UTF-8 and reads back the
+exact same str. Files from a newer ``schema_version`` are refused.
 
 Both files are written under hidden temporary names, fsynced, and renamed into
 place, the sidecar first: an interrupted first save leaves no CSV, and an
@@ -77,11 +81,12 @@ timestamps is refused in the long form (save it as ``"csv-wide"``).
 
 A CSV without a sidecar or that line (the seed's plain CSV) opens with these defaults: the
 channels in order of first appearance, unit ``""``, no range, identity
-calibration; ``sample_rate`` from the median time step (1.0 Hz when there are
-fewer than two samples or the median step is 0); ``name`` from the file stem, ``description`` ``""``,
-``metadata`` ``{}``, ``created_at`` from the first timestamp (the file's
-modification time if it has no rows), ``calibrated`` False, and an ``id``
-derived from the file's contents, so that opening it twice gives the same run.
+calibration, and the run attributes every foreign format gets
+(:mod:`daqlab.io._foreign`): ``sample_rate`` from the median positive time step
+(1.0 Hz when there is none), ``name`` from the file stem, ``description`` ``""``,
+``metadata`` ``{}``, ``created_at`` from the first timestamp (the epoch if it has
+no rows), ``calibrated`` False, and an ``id`` derived from the file's bytes, so
+that opening it twice gives the same run.
 
 Spreadsheet formula injection
 -----------------------------
@@ -114,15 +119,14 @@ import base64
 import binascii
 import contextlib
 import csv
-import datetime as _dt
 import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-import uuid
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,17 +139,18 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
-from daqlab.errors import FormatError, SchemaError, StorageError
+from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import atomic_path, fsync_dir, fsync_path, probe, temp_name
-from daqlab.model import Calibration, Channel, Quality, to_datetime64
+from daqlab.io._codec import JSON, decode_attrs, dumps, encode_attrs, to_json
+from daqlab.io._foreign import foreign_defaults
+from daqlab.io._records import channel_from_record, channel_record, check_schema_version, record_cal_date
+from daqlab.model import Channel, Quality
 from daqlab.run import (
     CHANNEL_COORDS,
     SCHEMA_VERSION,
     assemble_run,
     channels_of,
     chunk_samples,
-    iso_utc,
-    run_attrs,
     sample_times,
     validate,
 )
@@ -167,7 +172,6 @@ _QUALITY_LOOKUP = {
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 _NS_PER_MS = 1_000_000
 _MAX_MS = np.iinfo(np.int64).max // _NS_PER_MS
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _NAME_MAX = 255  # bytes in one file name on common file systems
 
 
@@ -216,71 +220,16 @@ def _csv_field(text: str) -> str:
     return text
 
 
-def _check_json(obj: Any) -> None:
-    """Raise TypeError unless ``obj`` round-trips through JSON as it is (str keys, no sets...)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"key {k!r} is not a str")
-            _check_json(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _check_json(v)
-    elif not (obj is None or isinstance(obj, (str, bool, int, float))):
-        raise TypeError(f"{type(obj).__name__} is not a JSON value")
-
-
-def _dump_json(obj: Any) -> str:
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=True, indent=1)
-    # lone surrogates can only sit inside string literals, where a \u escape is the same str
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
 # --------------------------------------------------------------------------- attributes
 
 
-def _encode_attrs(attrs: dict[Any, Any], where: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    types: dict[str, str] = {}
-    for k, v in attrs.items():
-        if not isinstance(k, str):
-            raise FormatError(f"CSV cannot store {where} attribute key {k!r}: keys must be str.")
-        if isinstance(v, np.ndarray):
-            values[k] = v.view(np.int64).tolist() if v.dtype.kind in "mM" else v.tolist()
-            types[k] = f"ndarray:{v.dtype.str}"
-        elif isinstance(v, np.generic):
-            values[k] = v.item()
-            types[k] = f"numpy:{v.dtype.str}"
-        elif isinstance(v, tuple):
-            values[k] = list(v)
-            types[k] = "tuple"
-        else:
-            values[k] = v
-        try:
-            _check_json(values[k])
-        except TypeError as exc:
-            raise FormatError(
-                f"CSV cannot store {where} attribute {k!r} = {v!r}: {exc}. Store JSON values "
-                "(str, numbers, bool, None, lists, dicts) or numpy arrays of numbers/text."
-            ) from None
+def _encode_attrs(attrs: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """The attributes as the sidecar holds them: strict JSON values and their types."""
+    try:
+        values, types = encode_attrs(attrs, JSON, where)
+    except ConfigurationError as exc:
+        raise FormatError(f"CSV {exc}") from None
     return {"attrs": values, "types": types}
-
-
-def _decode_attrs(encoded: Any) -> dict[str, Any]:
-    attrs: dict[str, Any] = dict(encoded["attrs"])
-    for k, kind in encoded["types"].items():
-        v = attrs[k]
-        if kind == "tuple":
-            attrs[k] = tuple(v)
-        elif kind.startswith("ndarray:"):
-            dtype = np.dtype(kind[8:])
-            attrs[k] = (np.array(v, np.int64).view(dtype) if dtype.kind in "mM"
-                        else np.array(v, dtype=dtype))
-        elif kind.startswith("numpy:"):
-            attrs[k] = np.dtype(kind[6:]).type(v)
-        else:
-            raise ValueError(f"unknown attribute type {kind!r}")
-    return attrs
 
 
 # --------------------------------------------------------------------------- exact times
@@ -355,13 +304,9 @@ def _header(run: xr.Dataset, wide: bool, variables: list[str], ns: NDArray[np.in
         "csv": {},  # the CSV's size and checksum, known once it is written
         "samples": run.sizes["time"],
         "time": _time_spec(ns, float(run.attrs["sample_rate"])),
-        "channels": [  # from the coordinates themselves, so that nothing is normalised away
-            {"name": str(run["channel"].values[i]), "unit": str(run["unit"].values[i]),
-             **{k: float(run[k].values[i]) for k in ("range_min", "range_max", "cal_slope",
-                                                     "cal_offset")},
-             "cal_date": None if np.isnat(d) else np.datetime_as_string(d, unit="ns") + "Z"}
-            for i, d in enumerate(run["cal_date"].values.astype("datetime64[ns]"))
-        ],
+        # the exact dates of the coordinate (a Calibration keeps microseconds)
+        "channels": [to_json(channel_record(ch, date)) for ch, date in
+                     zip(channels_of(run), run["cal_date"].values, strict=True)],
         "variables": variables,
         "attrs": encoded["attrs"],
         "attr_types": encoded["types"],
@@ -494,7 +439,7 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
                     _write_rows(table, sink, quoted)
             fsync_path(tmp)  # the CSV's bytes are durable before its sidecar is renamed
             header["csv"] = _fingerprint(tmp)  # read back: the bytes that will be renamed
-            text = (_dump_json(header) + "\n").encode("utf-8")
+            text = (dumps(header, indent=1) + "\n").encode("utf-8")
             # the sidecar is renamed first, so a CSV never appears without its metadata;
             # if the CSV's own rename then fails, the old sidecar is put back
             undo = _SidecarUndo(side)
@@ -568,13 +513,8 @@ def _check_header(header: Any, path: Path, where: str, time_key: str) -> dict[st
     """``header`` (a line's or a sidecar's object) checked for what :func:`open_csv` uses."""
     if not isinstance(header, dict) or "schema_version" not in header:
         raise FormatError(f"{where} has no schema_version.")
-    version = header["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise FormatError(
-            f"{path} was written with run schema version {version!r} by daqlab "
-            f"{header.get('daqlab_version', '?')}; this daqlab ({__version__}) reads up to "
-            f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
-        )
+    check_schema_version(header["schema_version"], source=path, where=where,
+                         written_by=header.get("daqlab_version"))
     missing = [k for k in ("format", "samples", time_key, "channels", "variables",
                            "attrs", "attr_types", "var_attrs") if k not in header]
     if missing:
@@ -834,34 +774,6 @@ def _wide_arrays(
     return t, arrays
 
 
-def _header_channels(header: dict[str, Any]) -> tuple[Channel, ...]:
-    return tuple(
-        Channel(c["name"], c["unit"], range=(c["range_min"], c["range_max"]),
-                calibration=Calibration(c["cal_slope"], c["cal_offset"], c["cal_date"]))
-        for c in header["channels"]
-    )
-
-
-def _stable_id(path: Path, size: int) -> str:
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with path.open("rb") as f:
-        h.update(f.read(1 << 16))
-        f.seek(max(size - (1 << 16), 0))
-        h.update(f.read())
-    return str(uuid.UUID(bytes=h.digest(), version=4))
-
-
-def _plain_attrs(path: Path, size: int, t: NDArray[np.int64]) -> dict[str, Any]:
-    rate = 1.0
-    if len(t) > 1:
-        step = float(np.median(np.diff(t)))
-        rate = 1e9 / step if step > 0 else 1.0
-    created: Any = (t[:1].view("datetime64[ns]")[0] if len(t) else
-                    _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC))
-    return run_attrs(id=_stable_id(path, size), name=path.stem, description="",
-                     created_at=iso_utc(created), sample_rate=rate, metadata={}, calibrated=False)
-
-
 def _read_arrays(
     path: Path, prelude: _Prelude, layout: str, names: list[str] | None, variables: list[str],
     time_type: pa.DataType, escaped: bool,
@@ -925,16 +837,17 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
             channels = tuple(Channel(nm) for nm in names)
         except ValueError as exc:
             raise FormatError(f"{path} does not hold a valid run: {exc}") from None
-        attrs = _plain_attrs(path, prelude.size, t)
+        attrs = foreign_defaults(path, [t])
     else:
         if not prelude.ends_with_newline:
             raise FormatError(f"{path} does not end with a line break: it was truncated.")
         try:
-            channels = _header_channels(header)
-            attrs = _decode_attrs({"attrs": header["attrs"], "types": header["attr_types"]})
-            var_attrs = {k: _decode_attrs(enc) for k, enc in header["var_attrs"].items()}
-            cal_dates = np.array([to_datetime64(c["cal_date"], what="cal_date")
-                                  for c in header["channels"]], dtype="datetime64[ns]")
+            channels = tuple(channel_from_record(c) for c in header["channels"])
+            attrs = decode_attrs(header["attrs"], header["attr_types"])
+            var_attrs = {k: decode_attrs(enc["attrs"], enc["types"])
+                         for k, enc in header["var_attrs"].items()}
+            cal_dates = np.array([record_cal_date(c) for c in header["channels"]],
+                                 dtype="datetime64[ns]")
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             # hand-edited entries of the wrong kind; ChannelError etc. are ValueErrors
             raise FormatError(f"{where} is damaged ({exc}).") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
 import warnings
@@ -22,9 +22,11 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
-from daqlab.errors import DaqlabError, FormatError, SchemaError, StorageError
+from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.model import Quality, is_utf8
+from daqlab.io._codec import dumps, from_hdf5_attrs, loads, note_types, plain, to_hdf5_attrs
+from daqlab.io._records import check_schema_version
+from daqlab.model import Quality
 from daqlab.run import (
     SCHEMA_VERSION,
     check_chunks,
@@ -45,35 +47,25 @@ _ENCODING_ATTR = "daqlab_attrs"
 
 
 def to_disk(run: xr.Dataset) -> xr.Dataset:
-    """Encode what netCDF cannot hold (bool, dict, None attributes) and add provenance.
+    """Encode the run's attributes for netCDF (the one codec, :mod:`daqlab.io._codec`) and add
+    provenance.
 
     Every attribute comes back as it was through :func:`from_disk`; the
     attributes CF wants (``title``, ``history``, ``Conventions``) are added and
     removed again unless the run had its own.
     """
-    note: dict[str, Any] = {"bool": [], "json": [], "added": [], "history_len": None}
-    attrs: dict[str, Any] = {}
-    for k, v in run.attrs.items():
-        if isinstance(v, np.ndarray) and v.dtype.kind == "U":  # HDF5 has no such type: JSON
-            attrs[k] = json.dumps(v.tolist())
-            note.setdefault("str_arrays", {})[k] = v.dtype.str
-        elif isinstance(v, (bool, np.bool_)):
-            attrs[k] = np.int8(v)
-            note["bool"].append(k)
-        elif v is None or isinstance(v, (dict, list, tuple)) or (isinstance(v, str) and not is_utf8(v)):
-            # JSON also carries text HDF5 cannot store as UTF-8 (lone surrogates: bytes that were
-            # not UTF-8, as h5py reads them), escaped, back exactly
-            attrs[k] = json.dumps(v, allow_nan=True)
-            note["json"].append(k)
-        else:
-            attrs[k] = v
+    try:
+        attrs, types = to_hdf5_attrs(run.attrs)
+    except ConfigurationError as exc:  # a FormatError, as what h5netcdf refuses
+        raise FormatError(f"NetCDF {exc}") from None
+    note: dict[str, Any] = {"types": types, "added": [], "history_len": None}
     line = f"{iso_utc()} written by daqlab {__version__}"
-    if "history" in attrs:
-        note["history_len"] = len(str(attrs["history"]))
-        attrs["history"] = f"{attrs['history']}\n{line}"
-    else:
+    if "history" not in attrs:
         attrs["history"] = line
         note["added"].append("history")
+    elif "history" not in types:  # the run's own text: the line is appended
+        note["history_len"] = len(attrs["history"])
+        attrs["history"] = f"{attrs['history']}\n{line}"
     title = str(run.attrs.get("name") or "daqlab run").encode("utf-8", "backslashreplace").decode()
     for k, default in (("title", title), ("Conventions", "CF-1.8")):
         if k not in attrs:
@@ -81,7 +73,7 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
             note["added"].append(k)
     attrs["daqlab_version"] = __version__
     attrs[_SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
-    attrs[_ENCODING_ATTR] = json.dumps(note)
+    attrs[_ENCODING_ATTR] = dumps(note)
     out = run.copy(deep=False)
     out.attrs = attrs
     return out
@@ -95,42 +87,24 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
         raise FormatError(
             f"{source} is a NetCDF file but not a daqlab run (no {_SCHEMA_ATTR} attribute)."
         )
-    if int(version) > SCHEMA_VERSION:
-        raise FormatError(
-            f"{source} was written with run schema version {int(version)} by daqlab "
-            f"{attrs.get('daqlab_version', '?')}; this daqlab ({__version__}) reads up to "
-            f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
-        )
+    check_schema_version(version, source=source, where=f"{source}: attribute {_SCHEMA_ATTR!r}",
+                         written_by=attrs.get("daqlab_version"))
     attrs.pop("daqlab_version", None)
     try:
-        note = json.loads(attrs.pop(_ENCODING_ATTR, "{}"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{source}: attribute {_ENCODING_ATTR!r} is not valid JSON ({exc}).") from None
-    for k in note.get("json", []):
-        try:
-            attrs[k] = json.loads(attrs[k])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise FormatError(
-                f"{source}: attribute {k!r} is not valid JSON ({exc}); the file was damaged or "
-                "edited by another tool."
-            ) from None
-    for k, dtype in note.get("str_arrays", {}).items():
-        try:
-            attrs[k] = np.array(json.loads(attrs[k]), dtype=np.dtype(dtype))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise FormatError(
-                f"{source}: attribute {k!r} is not the JSON text array daqlab wrote ({exc}); the file "
-                "was damaged or edited by another tool."
-            ) from None
-    for k in note.get("bool", []):
-        attrs[k] = bool(int(attrs[k]))
-    for k in note.get("added", []):
-        attrs.pop(k, None)
-    if note.get("history_len") is not None and "history" in attrs:
-        attrs["history"] = str(attrs["history"])[: int(note["history_len"])]
-    for k, v in list(attrs.items()):
-        if isinstance(v, np.generic):
-            attrs[k] = v.item()
+        note = loads(plain(attrs.pop(_ENCODING_ATTR, "{}")))
+        types = note_types(note, legacy_json="json-untagged")
+        history_len = note.get("history_len")
+        added = [k for k in note.get("added", []) if k in attrs]
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise FormatError(f"{source}: attribute {_ENCODING_ATTR!r} is not a valid note ({exc}).") from None
+    for k in added:
+        del attrs[k]
+    if isinstance(history_len, int) and isinstance(attrs.get("history"), str):
+        attrs["history"] = attrs["history"][:history_len]
+    try:
+        attrs = from_hdf5_attrs(attrs, types)
+    except ValueError as exc:
+        raise FormatError(f"{source}: {exc}; the file was damaged or edited by another tool.") from None
     out = ds.copy(deep=False)
     out.attrs = attrs
     return out
@@ -352,8 +326,8 @@ def _verify(tmp: Path, run: xr.Dataset) -> None:
     except (OSError, KeyError) as exc:
         problems.append(f"unreadable: {exc}")
     if problems:
-        raise StorageError(5, f"check of the file written for {tmp.name} failed ({'; '.join(problems)}); "
-                           "it was not renamed into place.")
+        raise StorageError(errno.EIO, f"check of the file written for {tmp.name} failed "
+                           f"({'; '.join(problems)}); it was not renamed into place.")
 
 
 def _text(value: Any) -> str:

@@ -37,8 +37,10 @@ from daqlab.checks import whole
 from daqlab.errors import DataRangeError, FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
 from daqlab.io._atomic import as_path, ensure_space, fsync_dir, fsync_path, probe, temp_name
+from daqlab.io._codec import JSON, decode_attrs, dumps, encode_attrs, to_json
 from daqlab.io._netcdf import open_netcdf, save_netcdf
-from daqlab.model import Calibration, Channel, Quality
+from daqlab.io._records import channel_from_record, channel_record, check_schema_version
+from daqlab.model import Channel, Quality
 from daqlab.run import SCHEMA_VERSION, assemble_run, check_chunks, flag_quality, validate
 
 __all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording", "open_recording_or_final"]
@@ -65,27 +67,18 @@ def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
             tmp.unlink()
 
 
-def _manifest(buffer: RingBuffer, attrs: dict[str, Any], final_name: str) -> dict[str, Any]:
-    return {
+def _manifest(buffer: RingBuffer, attrs: dict[str, Any], final_name: str) -> str:
+    """The text of ``run.json``: strict JSON, attributes through the one codec."""
+    values, types = encode_attrs(attrs, JSON, "the recording's")
+    return dumps({
         "format": "daqlab-recording",
         "final_name": final_name,  # the run file beside the folder that close() writes
         "schema_version": SCHEMA_VERSION,
         "daqlab_version": __version__,
-        "attrs": attrs,
-        "channels": [
-            {
-                "name": c.name,
-                "unit": c.unit,
-                "range": [None if np.isnan(v) else v for v in (c.range_min, c.range_max)],
-                "slope": c.calibration.slope,
-                "offset": c.calibration.offset,
-                "reference_date": None
-                if c.calibration.reference_date is None
-                else str(c.calibration.reference_date),
-            }
-            for c in buffer.channels
-        ],
-    }
+        "attrs": values,
+        "attr_types": types,
+        "channels": [to_json(channel_record(c)) for c in buffer.channels],
+    })
 
 
 class Recorder:
@@ -126,7 +119,7 @@ class Recorder:
         for p in (self.path, self.folder):
             if probe(p, "exists", "record into"):
                 raise StorageError(
-                    17, f"{p} exists already; a recorder never writes over a run. "
+                    errno.EEXIST, f"{p} exists already; a recorder never writes over a run. "
                     "Choose another name or output folder."
                 )
         # Consolidation may run at interpreter exit, when importing dask (which registers
@@ -156,12 +149,13 @@ class Recorder:
         self._lock = threading.Lock()
         self._saved = threading.Condition()
         self._flush_requested = False
+        text = _manifest(buffer, self._attrs, self.path.name)  # before the folder: may raise
         try:
             self.folder.mkdir(parents=True)
-            text = json.dumps(_manifest(buffer, self._attrs, self.path.name), allow_nan=True)
             _write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
         except OSError as exc:
-            raise StorageError(exc.errno or 5, f"cannot start recording into {self.folder}: {exc}") from exc
+            raise StorageError(exc.errno or errno.EIO, f"cannot start recording into {self.folder}: {exc}"
+                               ) from exc
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -234,7 +228,7 @@ class Recorder:
                 left = deadline - self._clock()
                 if left <= 0:
                     raise StorageError(
-                        62, f"recorder {self.folder} did not save samples up to {index} within "
+                        errno.ETIME, f"recorder {self.folder} did not save samples up to {index} within "
                         f"{timeout} s (saved up to {self.saved_upto})."
                     )
                 self._saved.wait(min(left, 0.1))
@@ -291,7 +285,8 @@ class Recorder:
         if t is not None:
             t.join(timeout)
             if t.is_alive():
-                raise StorageError(62, f"recorder thread for {self.folder} did not stop in {timeout} s")
+                raise StorageError(errno.ETIME,
+                                   f"recorder thread for {self.folder} did not stop in {timeout} s")
         if self.error is None:
             while True:
                 self._take()  # also picks up a lost count with no samples after it
@@ -350,11 +345,7 @@ class Recorder:
 
 
 def _channels_from(manifest: dict[str, Any]) -> tuple[Channel, ...]:
-    return tuple(
-        Channel(c["name"], c["unit"], range=tuple(c["range"]),
-                calibration=Calibration(c["slope"], c["offset"], c["reference_date"]))
-        for c in manifest["channels"]
-    )
+    return tuple(channel_from_record(c) for c in manifest["channels"])
 
 
 def _segments(folder: Path) -> list[Path]:
@@ -455,15 +446,8 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
         raise FormatError(f"{folder} is not a readable daqlab recording: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != "daqlab-recording":
         raise FormatError(f"{folder}/{_MANIFEST} does not describe a daqlab recording.")
-    version = manifest.get("schema_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise FormatError(f"{folder}/{_MANIFEST} is damaged: schema_version {version!r} is not a whole "
-                          "number.")
-    if version > SCHEMA_VERSION:
-        raise FormatError(
-            f"{folder} was recorded with run schema version {manifest['schema_version']}; "
-            f"this daqlab ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade daqlab."
-        )
+    check_schema_version(manifest.get("schema_version", 0), source=folder, where=f"{folder}/{_MANIFEST}",
+                         written_by=manifest.get("daqlab_version"))
     final = final or final_path_of(folder, manifest)
     try:
         channels = _channels_from(manifest)
@@ -516,10 +500,13 @@ def _open_recording(folder: Path, chunks: Any, final: Path | None) -> xr.Dataset
             errno.ENOENT, f"recording {folder} vanished while it was being read (moved or "
             "deleted); nothing was returned from it. Check where it went and open that."
         )
-    attrs = manifest.get("attrs")
-    if not isinstance(attrs, dict):
+    attrs, types = manifest.get("attrs"), manifest.get("attr_types", {})  # none in daqlab 0.1.0
+    if not isinstance(attrs, dict) or not isinstance(types, dict):
         raise FormatError(f"{folder}/{_MANIFEST} is damaged: it has no 'attrs' object.")
-    attrs = dict(attrs)
+    try:
+        attrs = decode_attrs(attrs, types)
+    except ValueError as exc:
+        raise FormatError(f"{folder}/{_MANIFEST} is damaged: {exc}.") from None
     attrs.setdefault("metadata", {})
     run = assemble_run(value, quality, times, channels, attrs)
     return validate(run, check_data=False)

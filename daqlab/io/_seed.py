@@ -18,14 +18,17 @@ Layout written by :func:`save_seed` (HDF5 through h5py with
         id, name, description, created_at (str), sample_rate (float64),
         metadata (JSON text), calibrated (int8 0/1), the run's other attributes,
         daqlab_version (str), daqlab_schema_version (int32),
-        daqlab_attrs (JSON note: which attributes are stored as JSON or as int8 bools),
-        daqlab_variable_attrs (JSON: the attributes of the run's variables),
+        daqlab_attrs (JSON note {"types": {name: tag}}: how each attribute is encoded),
+        daqlab_variable_attrs (JSON: the attributes of the run's variables, tagged),
         daqlab_raw_variable (int8: 1 when the run had a ``raw`` variable)
 
-Attributes HDF5 holds natively (str without NUL, Python int and float) are
-stored as they are; bools as int8; anything else (dicts, lists, None, numpy
-scalars and arrays, ...) as tagged JSON text, listed in ``daqlab_attrs`` so
-that opening restores exactly what was saved. In a calibrated run ``values``
+Attributes go through daqlab's one attribute codec (:mod:`daqlab.io._codec`, its
+HDF5 adapter): what HDF5 holds natively (UTF-8 str without NUL, 64-bit Python int,
+float) is stored as it is, bools as int8, numpy numbers as they are, anything else
+(dicts, lists, None, tuples, numpy arrays, ...) as tagged JSON text; the note
+``daqlab_attrs`` names each one's tag, so that opening restores exactly what was
+saved (files of daqlab 0.1.0, whose note listed ``bool`` and ``json`` attributes,
+still open). In a calibrated run ``values``
 holds the ``raw`` variable (when the run has none, ``(value - cal_offset) /
 cal_slope``, which is only for other readers: daqlab then restores no ``raw``)
 and ``physical`` holds ``value``.
@@ -65,15 +68,13 @@ Reading rules (:func:`open_seed`)
   as nested dicts, at any depth; text that is not UTF-8 is kept exactly as
   h5py gives it, each undecodable byte as a lone surrogate U+DC80-U+DCFF, so
   ``.encode("utf-8", "surrogateescape")`` gives back the bytes):
-  ``name`` (else the file's stem), ``description`` (else ""), ``sample_rate``
-  (aliases ``sample_rate_hz``, ``sampling_rate``, ``rate``, ``fs``; else
-  1e9 / the median positive step between consecutive timestamps of all
-  channels, in ns; else 1.0 Hz), ``created_at`` (aliases ``created``,
-  ``start_time``; ISO text, or numbers as seconds since the epoch; else the
-  first timestamp; else the epoch), ``id`` (aliases ``uuid``, ``run_id``; when
-  missing or not a UUID: a UUID4-shaped id derived from a SHA-256 of the
-  channel names, timestamps and values, so reopening a file gives the same
-  id). A recognised entry that cannot be used stays in ``metadata``; every
+  ``name``, ``description``, ``sample_rate`` (aliases ``sample_rate_hz``,
+  ``sampling_rate``, ``rate``, ``fs``), ``created_at`` (aliases ``created``,
+  ``start_time``; ISO text, or numbers as seconds since the epoch), ``id``
+  (aliases ``uuid``, ``run_id``; a UUID); what is missing or unusable gets the
+  defaults every foreign format shares (:mod:`daqlab.io._foreign`: the stem,
+  "", the median positive time step, the first timestamp, an id derived from
+  the file's bytes). A recognised entry that cannot be used stays in ``metadata``; every
   other entry goes to ``metadata`` (a JSON string in an entry named
   ``metadata`` is merged into it).
 * **Memory.** The samples are read into memory; ``chunks`` then gives a
@@ -93,7 +94,6 @@ Reading rules (:func:`open_seed`)
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import json
 import math
@@ -106,14 +106,16 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
 from daqlab._version import __version__
 from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import atomic_path
-from daqlab.model import Calibration, Channel, Quality, check_channel_name
+from daqlab.io._codec import attrs_to_json, dumps, from_hdf5_attrs, from_json, note_types, to_hdf5_attrs
+from daqlab.io._foreign import foreign_defaults
+from daqlab.io._records import channel_from_record, channel_record, check_schema_version, parse_time
+from daqlab.model import Channel, Quality, check_channel_name
 from daqlab.run import (
     CHANNEL_COORDS,
     SCHEMA_VERSION,
@@ -138,12 +140,11 @@ _VAR_ATTRS_ATTR = "daqlab_variable_attrs"
 _RAW_ATTR = "daqlab_raw_variable"
 _ORDER_ATTR = "daqlab_channels"
 _RESERVED = {_SCHEMA_ATTR, _VERSION_ATTR, _NOTE_ATTR, _VAR_ATTRS_ATTR, _RAW_ATTR}
-_TAG = "__daqlab__"
+_CHANNEL_ATTRS = ("range_min", "range_max", "cal_slope", "cal_offset", "cal_date")
 _EPOCH_UNITS_S = "seconds since 1970-01-01T00:00:00Z"
 _EPOCH_UNITS_NS = "nanoseconds since 1970-01-01T00:00:00Z"
 _MAX_SECONDS = 9.2e9  # |t| beyond this does not fit datetime64[ns]
 _STALE_TOLERANCE_S = 1e-6
-_DEFAULT_RATE = 1.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -155,8 +156,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-# --------------------------------------------------------------------------- attribute codec
-
+# --------------------------------------------------------------------------- attributes
 
 
 def _loads_or(text: str, default: Any) -> Any:
@@ -167,144 +167,33 @@ def _loads_or(text: str, default: Any) -> Any:
     except json.JSONDecodeError:
         return default
 
-def _dumps(obj: Any) -> str:
-    text = json.dumps(obj, allow_nan=True, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: escape them
-        text = json.dumps(obj, allow_nan=True)
-    return text
-
-
-def _tag(v: Any, where: str) -> Any:
-    """``v`` as JSON values; numpy objects, tuples and tag-like dicts are tagged."""
-    if v is None or (isinstance(v, (str, bool, int, float)) and not isinstance(v, np.generic)):
-        return v
-    if isinstance(v, np.ndarray):
-        kind = v.dtype.kind
-        flat = v.ravel()
-        if kind in "biuf":
-            data: list[Any] = flat.tolist()
-        elif kind in "mM":
-            data = flat.view(np.int64).tolist()
-        elif kind == "U":
-            data = flat.tolist()
-        elif kind == "S":
-            data = [b.decode("latin-1") for b in flat.tolist()]
-        elif kind == "O":
-            data = [_tag(x, where) for x in flat.tolist()]
-        else:
-            raise ConfigurationError(
-                f"{where}: a numpy array of dtype {v.dtype} cannot be stored in the seed HDF5 layout; "
-                "convert it, e.g. with .astype(float) or .tolist()."
-            )
-        return {_TAG: "ndarray", "dtype": v.dtype.str, "shape": list(v.shape), "data": data}
-    if isinstance(v, np.generic):
-        one = _tag(np.array([v]), where)
-        return {_TAG: "scalar", "dtype": one["dtype"], "value": one["data"][0]}
-    if isinstance(v, tuple):
-        return {_TAG: "tuple", "items": [_tag(x, where) for x in v]}
-    if isinstance(v, list):
-        return [_tag(x, where) for x in v]
-    if isinstance(v, Mapping):
-        bad = [k for k in v if not isinstance(k, str)]
-        if bad:
-            raise ConfigurationError(
-                f"{where}: dict keys must be str to be stored; got {bad[:5]}."
-            )
-        items = {k: _tag(x, where) for k, x in v.items()}
-        return {_TAG: "dict", "items": items} if _TAG in v else items
-    raise ConfigurationError(
-        f"{where}: a {type(v).__name__} ({v!r:.60}) cannot be stored in the seed HDF5 layout; "
-        "use str, numbers, bool, None, lists, dicts or numpy arrays."
-    )
-
-
-def _untag(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_untag(x) for x in v]
-    if not isinstance(v, dict):
-        return v
-    kind = v.get(_TAG)
-    if kind is None:
-        return {k: _untag(x) for k, x in v.items()}
-    if kind == "dict":
-        return {k: _untag(x) for k, x in v["items"].items()}
-    if kind == "tuple":
-        return tuple(_untag(x) for x in v["items"])
-    dtype = np.dtype(v["dtype"])
-    if kind == "scalar":
-        arr = _untag({_TAG: "ndarray", "dtype": v["dtype"], "shape": [], "data": [v["value"]]})
-        return arr[()]
-    if kind != "ndarray":
-        raise ValueError(f"unknown tag {kind!r}")
-    shape = tuple(int(s) for s in v["shape"])
-    data = v["data"]
-    if dtype.kind in "mM":
-        out = np.array(data, dtype=np.int64).view(dtype)
-    elif dtype.kind == "S":
-        out = np.array([s.encode("latin-1") for s in data], dtype=dtype)
-    elif dtype.kind == "O":
-        out = np.empty(len(data), dtype=object)
-        for i, x in enumerate(data):  # attribute items, not samples
-            out[i] = _untag(x)
-    else:
-        out = np.array(data, dtype=dtype)
-    return out.reshape(shape)
-
-
-def _native(v: Any) -> bool:
-    """True when HDF5 stores ``v`` as an attribute and h5py gives it back as the same value."""
-    if type(v) is str:
-        if "\x00" in v:
-            return False
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if type(v) is int:
-        return bool(-(2**63) <= v < 2**63)
-    return type(v) is float
-
 
 def _encode_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
     """The run's attributes as HDF5 attribute values, plus the note that decodes them."""
-    out: dict[str, Any] = {}
-    note: dict[str, list[str]] = {"bool": [], "json": []}
-    for k, v in attrs.items():
-        if not isinstance(k, str):
-            raise ConfigurationError(f"attribute names must be str to be stored; got {k!r}.")
-        if k in _RESERVED:
-            raise ConfigurationError(
-                f"attribute {k!r} is reserved by the seed HDF5 layout; rename it."
-            )
-        if isinstance(v, (bool, np.bool_)):
-            out[k] = np.int8(bool(v))
-            note["bool"].append(k)
-        elif _native(v):
-            out[k] = v
-        else:
-            out[k] = _dumps(_tag(v, f"attribute {k!r}"))
-            note["json"].append(k)
+    reserved = sorted(set(attrs) & _RESERVED)
+    if reserved:
+        raise ConfigurationError(
+            f"attribute {reserved[0]!r} is reserved by the seed HDF5 layout; rename it."
+        )
+    out, types = to_hdf5_attrs(attrs)
     out[_VERSION_ATTR] = __version__
     out[_SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
-    out[_NOTE_ATTR] = json.dumps(note)
+    out[_NOTE_ATTR] = dumps({"types": types})
     return out
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _iso_ns(date: np.datetime64) -> str:
-    return "" if np.isnat(date) else f"{np.datetime_as_string(date.astype('datetime64[ns]'), unit='ns')}Z"
-
-
 def _variable_attrs(run: xr.Dataset) -> str:
-    return _dumps(
-        {str(name): _tag(dict(var.attrs), f"attributes of {name!r}")
-         for name, var in run.variables.items() if var.attrs}
-    )
+    return dumps({str(name): attrs_to_json(var.attrs, f"variable {name!r}")
+                  for name, var in run.variables.items() if var.attrs})
+
+
+def _channel_attrs(record: dict[str, Any]) -> dict[str, Any]:
+    """A channel record (see ``_schema``) as the attributes of its group: HDF5 has no null."""
+    return {k: (math.nan if k.startswith("range") else "") if v is None else v
+            for k, v in record.items() if k != "name"}
 
 
 def _verify(tmp: Path, names: list[str], t_ns: NDArray[np.int64], raw: NDArray[np.float64]) -> None:
@@ -380,15 +269,10 @@ def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite=overwrite, expected_bytes=estimate) as tmp:
         with h5py.File(tmp, "w", libver=_LIBVER) as f:
             data = f.create_group("data", track_order=True)
-            data.attrs[_ORDER_ATTR] = _dumps(names)
+            data.attrs[_ORDER_ATTR] = dumps(names)
             for i, ch in enumerate(chans):
                 g = data.create_group(ch.name)
-                g.attrs["unit"] = ch.unit
-                g.attrs["range_min"] = ch.range_min
-                g.attrs["range_max"] = ch.range_max
-                g.attrs["cal_slope"] = ch.calibration.slope
-                g.attrs["cal_offset"] = ch.calibration.offset
-                g.attrs["cal_date"] = _iso_ns(run["cal_date"].values[i])
+                g.attrs.update(_channel_attrs(channel_record(ch, run["cal_date"].values[i])))
                 ds = g.create_dataset("timestamps", data=t_s)
                 ds.attrs["units"] = _EPOCH_UNITS_S
                 ds = g.create_dataset("timestamps_ns", data=t_ns)
@@ -714,29 +598,6 @@ def _fill(
 # --------------------------------------------------------------------------- attributes on read
 
 
-def _parse_time(v: Any) -> np.datetime64 | None:
-    """ISO text (any offset) or seconds since the epoch as datetime64[ns]; None if unusable."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        if not math.isfinite(v) or abs(v) > _MAX_SECONDS:
-            return None
-        us: np.datetime64 = np.datetime64(round(v * 1e6), "us").astype("datetime64[ns]")
-        return us
-    if not isinstance(v, str) or not v.strip() or v.strip().lower() in ("now", "today", "nat"):
-        return None
-    try:
-        ts: Any = pd.Timestamp(v.strip())  # NaT for some texts, whatever the stubs say
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if pd.isna(ts):
-        return None
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    out: np.datetime64 = np.datetime64(int(ts.as_unit("ns").value), "ns")
-    return out
-
-
 def _as_uuid(v: Any) -> str | None:
     if not isinstance(v, str):
         return None
@@ -746,56 +607,12 @@ def _as_uuid(v: Any) -> str | None:
         return None
 
 
-def _content_id(chans: list[_Chan]) -> str:
-    h = hashlib.sha256()
-    for ch in chans:
-        h.update(ch.name.encode("utf-8", "surrogatepass") + b"\0")
-        h.update(np.ascontiguousarray(ch.times).tobytes())
-        h.update(np.ascontiguousarray(ch.values).tobytes())
-    return str(uuid.UUID(bytes=h.digest()[:16], version=4))
-
-
-def _estimate_rate(chans: list[_Chan]) -> float | None:
-    steps = [np.diff(ch.times) for ch in chans if ch.times.size > 1]
-    allsteps = np.concatenate(steps) if steps else np.empty(0, np.int64)
-    allsteps = allsteps[allsteps > 0]
-    if allsteps.size == 0:
-        return None
-    return float(1e9 / float(np.median(allsteps)))
-
-
-class _Defaults:
-    """The defaults for attributes a file does not give, computed when asked for."""
-
-    def __init__(self, path: Path, chans: list[_Chan], axis: NDArray[np.int64]) -> None:
-        self.path, self.chans, self.axis = path, chans, axis
-
-    def value(self, key: str) -> Any:
-        if key == "name":
-            return self.path.stem
-        if key == "description":
-            return ""
-        if key == "created_at":
-            first = self.axis[0] if self.axis.size else np.int64(0)
-            return iso_utc(np.datetime64(int(first), "ns"))
-        if key == "sample_rate":
-            rate = _estimate_rate(self.chans)
-            return _DEFAULT_RATE if rate is None else rate
-        if key == "id":
-            return _content_id(self.chans)
-        if key == "metadata":
-            return {}
-        if key == "calibrated":
-            return False
-        raise KeyError(key)
-
-
 def _use(key: str, v: Any) -> Any:
     """A /metadata value for run attribute ``key``, or None when it cannot be used."""
     if key in ("name", "description"):
         return v if isinstance(v, str) else (str(v) if isinstance(v, (int, float)) else None)
     if key == "created_at":
-        t = _parse_time(v)
+        t = parse_time(v)
         return None if t is None else iso_utc(t)
     if key == "sample_rate":
         try:
@@ -807,20 +624,19 @@ def _use(key: str, v: Any) -> Any:
     raise KeyError(key)
 
 
-def _foreign_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) -> tuple[dict[str, Any], Any]:
+def _foreign_attrs(meta_raw: dict[str, Any], path: Path, times: list[NDArray[np.int64]]
+                   ) -> tuple[dict[str, Any], Any]:
     """Run attributes of a file daqlab did not write; also returns the /metadata units entry."""
     meta = {k: _py(v) for k, v in meta_raw.items()}
-    attrs: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for key, aliases in _ALIASES.items():
         for alias in aliases:
             if alias in meta:
                 used = _use(key, meta[alias])
                 if used is not None:
-                    attrs[key] = used
+                    given[key] = used
                     del meta[alias]
                     break
-        if key not in attrs:
-            attrs[key] = defaults.value(key)
     units = None
     for k in ("units", "unit"):
         if k in meta:
@@ -833,59 +649,33 @@ def _foreign_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) ->
             del meta["metadata"]
             meta = {**{str(k): v for k, v in loaded.items()}, **meta}
     try:
-        attrs["metadata"] = check_metadata(meta)
+        given["metadata"] = check_metadata(meta)
     except ValueError as exc:
         raise FormatError(f"{path}: /metadata cannot be kept as run metadata: {exc}") from None
-    attrs["calibrated"] = False
-    return attrs, units
+    given["calibrated"] = False
+    return foreign_defaults(path, times, given), units
 
 
-def _daqlab_attrs(meta_raw: dict[str, Any], defaults: _Defaults, path: Path) -> tuple[dict[str, Any], bool]:
-    """Run attributes of a file save_seed wrote: decode its note; fill what is missing."""
-    attrs = dict(meta_raw)
-    attrs.pop(_SCHEMA_ATTR, None)
-    attrs.pop(_VERSION_ATTR, None)
-    attrs.pop(_VAR_ATTRS_ATTR, None)
-    has_raw = bool(_py(attrs.pop(_RAW_ATTR, 0)))
+def _daqlab_attrs(meta_raw: dict[str, Any], path: Path, times: list[NDArray[np.int64]]
+                  ) -> tuple[dict[str, Any], bool]:
+    """Run attributes of a file save_seed wrote: decoded; what is missing filled in."""
+    stored = dict(meta_raw)
+    for k in (_SCHEMA_ATTR, _VERSION_ATTR, _VAR_ATTRS_ATTR):
+        stored.pop(k, None)
+    has_raw = bool(_py(stored.pop(_RAW_ATTR, 0)))
     try:
-        note = json.loads(_py(attrs.pop(_NOTE_ATTR, "{}")))
-        json_keys = [str(k) for k in note.get("json", [])]
-        bool_keys = [str(k) for k in note.get("bool", [])]
+        types = note_types(json.loads(_py(stored.pop(_NOTE_ATTR, "{}"))))
     except (json.JSONDecodeError, TypeError, AttributeError) as exc:
         raise FormatError(
             f"{path}: /metadata attribute {_NOTE_ATTR!r} is not a valid note ({exc})."
         ) from None
-    for k, v in list(attrs.items()):
-        if k in json_keys:
-            try:
-                attrs[k] = _untag(json.loads(_py(v)))
-            except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
-                raise FormatError(
-                    f"{path}: /metadata attribute {k!r} is not valid JSON ({exc}); the file was "
-                    "damaged or edited by another tool."
-                ) from None
-        elif k in bool_keys:
-            attrs[k] = bool(_py(v))
-        elif isinstance(v, (bytes, np.bytes_, np.generic)):
-            attrs[k] = _py(v)
-    for key in ("id", "name", "description", "created_at", "sample_rate", "metadata", "calibrated"):
-        if key not in attrs:
-            attrs[key] = defaults.value(key)
-    return attrs, has_raw
-
-
-def _check_schema(meta_raw: dict[str, Any], path: Path) -> None:
-    raw = _py(meta_raw[_SCHEMA_ATTR])
     try:
-        version = int(raw[0] if isinstance(raw, list) and len(raw) == 1 else raw)
-    except (TypeError, ValueError):
-        raise FormatError(f"{path}: /metadata {_SCHEMA_ATTR} is {raw!r}, not an integer version.") from None
-    if version > SCHEMA_VERSION:
+        attrs = from_hdf5_attrs(stored, types)
+    except ValueError as exc:
         raise FormatError(
-            f"{path} was written with run schema version {version} by daqlab "
-            f"{_py(meta_raw.get(_VERSION_ATTR, '?'))}; this daqlab ({__version__}) reads up to "
-            f"version {SCHEMA_VERSION}. Upgrade daqlab to open it."
-        )
+            f"{path}: /metadata {exc}; the file was damaged or edited by another tool."
+        ) from None
+    return foreign_defaults(path, times, attrs), has_raw
 
 
 # --------------------------------------------------------------------------- channels on read
@@ -898,13 +688,6 @@ def _valid_text(text: str) -> str:
     """
     return _SURROGATE.sub(
         lambda m: chr(ord(m[0]) - 0xDC00) if "\udc80" <= m[0] <= "\udcff" else "\ufffd", text)
-
-
-def _float_attr(ch: _Chan, key: str, default: float, path: Path) -> float:
-    v = ch.attrs.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise FormatError(f"{path}: channel {ch.name!r} attribute {key!r} is {v!r}, not a number.")
-    return float(v)
 
 
 def _channel(ch: _Chan, units: Any, path: Path) -> Channel:
@@ -921,24 +704,11 @@ def _channel(ch: _Chan, units: Any, path: Path) -> Channel:
             unit = units
         elif isinstance(units, dict) and isinstance(units.get(ch.name), str):
             unit = units[ch.name]
-    if isinstance(unit, str):
-        unit = _valid_text(unit)
-    date_text = ch.attrs.get("cal_date", "")
-    date = None if date_text in ("", None, "NaT") else _parse_time(date_text)
-    if date is None and date_text not in ("", None, "NaT"):
-        raise FormatError(f"{path}: channel {ch.name!r} cal_date {date_text!r} is not a date.")
+    unit = _valid_text(unit) if isinstance(unit, str) else str(unit)
+    record = {k: ch.attrs[k] for k in _CHANNEL_ATTRS if k in ch.attrs}
     try:
-        return Channel(
-            ch.name,
-            unit if isinstance(unit, str) else str(unit),
-            range=(_float_attr(ch, "range_min", math.nan, path),
-                   _float_attr(ch, "range_max", math.nan, path)),
-            calibration=Calibration(_float_attr(ch, "cal_slope", 1.0, path),
-                                    _float_attr(ch, "cal_offset", 0.0, path), date),
-        )
+        return channel_from_record({**record, "name": ch.name, "unit": unit})
     except (ValueError, TypeError) as exc:
-        if isinstance(exc, FormatError):
-            raise
         raise FormatError(f"{path}: channel {ch.name!r} cannot be used: {exc}") from None
 
 
@@ -957,17 +727,18 @@ def _read(f: Any, path: Path) -> xr.Dataset:
     meta_raw = _read_metadata(f, path)
     is_daqlab = _SCHEMA_ATTR in meta_raw
     if is_daqlab:
-        _check_schema(meta_raw, path)
+        check_schema_version(meta_raw[_SCHEMA_ATTR], source=path, where=f"{path}: /metadata",
+                             written_by=_py(meta_raw.get(_VERSION_ATTR)))
     chans = [_read_channel(data, name, path) for name in _channel_order(data, path)]
     axis, same = _common_axis(chans)
-    defaults = _Defaults(path, chans, axis)
+    times = [ch.times for ch in chans]
     if is_daqlab:
-        attrs, has_raw = _daqlab_attrs(meta_raw, defaults, path)
+        attrs, has_raw = _daqlab_attrs(meta_raw, path, times)
         units = None
     else:
-        attrs, units = _foreign_attrs(meta_raw, defaults, path)
+        attrs, units = _foreign_attrs(meta_raw, path, times)
         has_raw = False
-    calibrated = attrs.get("calibrated") is True
+    calibrated = isinstance(attrs["calibrated"], (bool, np.bool_)) and bool(attrs["calibrated"])
     if calibrated:
         missing = [ch.name for ch in chans if ch.physical is None]
         if missing:
@@ -991,10 +762,10 @@ def _read(f: Any, path: Path) -> xr.Dataset:
         })
     if is_daqlab and _VAR_ATTRS_ATTR in meta_raw:
         try:
-            var_attrs = _untag(json.loads(_py(meta_raw[_VAR_ATTRS_ATTR])))
+            var_attrs = from_json(json.loads(_py(meta_raw[_VAR_ATTRS_ATTR])))
             for name, var in run.variables.items():
                 var.attrs = dict(var_attrs.get(str(name), {}))
-        except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
             raise FormatError(f"{path}: /metadata {_VAR_ATTRS_ATTR} is not valid ({exc}).") from None
     try:
         return validate(run)
