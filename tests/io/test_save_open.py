@@ -419,19 +419,19 @@ def test_saved_file_is_complete_on_disk(tmp_path: Path) -> None:
 
 def _by_xarray(path: Path) -> xr.Dataset:
     """What xarray's own h5netcdf reader makes of the file, decoded as daqlab decodes it."""
-    from daqlab.io import _netcdf
+    from daqlab.io._cftime import decode_times
 
     with xr.open_dataset(path, engine="h5netcdf", decode_times=False) as ds:
-        return _netcdf._decode_times(ds.load())
+        return decode_times(ds.load())
 
 
 @pytest.mark.parametrize(("make", "n"), RUNS, ids=["six", "one", "none", "calibrated", "longer"])
 def test_fast_reader_equals_xarrays_reader(tmp_path: Path, make: Callable[[int], xr.Dataset],
                                            n: int) -> None:
-    from daqlab.io import _netcdf
+    from daqlab.io import _h5read
 
     path = dl.save(make(n), tmp_path / "r.nc")
-    fast = _netcdf._read_plain(path)
+    fast = _h5read.read_plain(path)
     assert fast is not None
     xr.testing.assert_identical(fast, _by_xarray(path))
     assert list(fast.indexes) == ["channel", "time"]
@@ -474,26 +474,26 @@ def _edit(path: Path, how: str) -> None:
 def test_files_edited_by_other_tools_open_through_xarray(tmp_path: Path) -> None:
     import h5netcdf
 
-    from daqlab.io import _netcdf
+    from daqlab.io import _h5read
 
     run = sample_run(50)
     path = dl.save(run, tmp_path / "packed.nc")
     _edit(path, "packed-value")
-    assert _netcdf._read_plain(path) is None
+    assert _h5read.read_plain(path) is None
     back = dl.open_run(path)  # xarray applies the scale factor
     np.testing.assert_array_equal(back["value"].values, run["value"].values * 2.0)
     np.testing.assert_array_equal(back["quality"].values, run["quality"].values)
     # flags stored without compression are read as they are, by the fast reader
     path = dl.save(run, tmp_path / "plain-flags.nc")
     _edit(path, "uncompressed-quality")
-    fast = _netcdf._read_plain(path)
+    fast = _h5read.read_plain(path)
     assert fast is not None
     np.testing.assert_array_equal(fast["quality"].values, run["quality"].values)
     # another netCDF tool added a variable of its own: not a run any more, and said so
     path = dl.save(run, tmp_path / "extra.nc")
     with h5netcdf.File(path, "a") as nc:
         nc.create_variable("gain", ("channel",), data=np.arange(3.0))
-    assert _netcdf._read_plain(path) is None
+    assert _h5read.read_plain(path) is None
     with pytest.raises(dl.FormatError, match=r"extra\.nc does not hold a valid daqlab run:\n.*"
                        r"unexpected data variable.*gain"):
         dl.open_run(path)
@@ -633,9 +633,9 @@ def test_transposed_samples_are_not_read_as_channel_by_time(tmp_path: Path) -> N
         return ds.transpose("time", "channel", ...)
 
     path = _rewrite(run, tmp_path / "t.nc", transpose)
-    from daqlab.io import _netcdf
+    from daqlab.io import _h5read
 
-    assert _netcdf._read_plain(path) is None
+    assert _h5read.read_plain(path) is None
     # said, never silently transposed
     with pytest.raises(dl.FormatError, match=r"'value' must have dims \('channel', 'time'\); has \('time'"):
         dl.open_run(path)
@@ -762,7 +762,7 @@ def test_metadata_bigger_than_the_free_space_is_refused_before_writing(tmp_path:
     import subprocess
     import sys
 
-    from tests.test_crash import small_disk
+    from tests.io.test_crash import small_disk
 
     with small_disk(tmp_path / "small", "2m") as disk:
         (disk / "filler").write_bytes(bytes(max(0, _free(disk) - 1_300_000)))  # ~1.3 MB left

@@ -1,7 +1,7 @@
 """The one attribute codec (``daqlab.io._codec``) and what every format shares through it: the
 schema version check, channel records and the defaults of files daqlab did not write.
 
-``tests/data/attrs-0.1.0`` holds files written by daqlab 0.1.0's own writers (before the
+``tests/io/data/attrs-0.1.0`` holds files written by daqlab 0.1.0's own writers (before the
 codec), made by ``dl.save``/``save_seed``/``save_csv`` and a ``Recorder`` from the runs
 described in :func:`test_files_written_by_daqlab_0_1_open_as_they_did`; they must keep opening
 exactly as they did then.
