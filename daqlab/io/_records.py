@@ -29,8 +29,11 @@ from daqlab.io._codec import from_json
 from daqlab.model import Calibration, Channel
 from daqlab.run import SCHEMA_VERSION
 
-__all__ = ["channel_from_record", "channel_record", "check_schema_version", "parse_time",
+__all__ = ["SCHEMA_ATTR", "channel_from_record", "channel_record", "check_schema_version", "parse_time",
            "record_cal_date"]
+
+SCHEMA_ATTR = "daqlab_schema_version"
+"""The HDF5 attribute (NetCDF root, the seed's /metadata) that holds the run schema version."""
 
 _MAX_SECONDS = 9.2e9  # |t| beyond this does not fit datetime64[ns]
 
