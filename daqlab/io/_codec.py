@@ -1,65 +1,16 @@
 r"""One attribute codec for every format: run and variable attributes to what a file holds, and back.
 
 Built like xarray's ``VariableCoder``\ s (``xarray/coding/variables.py``): small coders, each
-turning one kind of value into JSON and back, tried in order.
+turning one kind of value into JSON and back, tried in order. :func:`encode_attrs` turns
+attributes into ``(values, types)`` for a carrier (:data:`JSON` documents: the CSV sidecar, a
+recording's ``run.json``; :data:`HDF5` attributes: NetCDF, the seed's layout): what the
+carrier holds as it is stays untagged, anything else gets the tag of the coder that made it
+(``float``, ``tuple``, ``dict``, ``scalar``, ``ndarray``, ``bool``, ``json``); inside a JSON
+payload such a value is an object ``{"__daqlab__": tag, **payload}``. Every payload is strict
+JSON. :func:`decode_attrs` is the inverse; :func:`to_hdf5_attrs` and :func:`from_hdf5_attrs`
+put the pair into HDF5 attributes and a note; :data:`LEGACY_TAGS` are those of daqlab 0.1.0.
 
-The carrier-neutral pair
-------------------------
-:func:`encode_attrs` turns attributes into ``(values, types)``: ``values[k]`` is what the
-carrier stores for attribute ``k``, ``types[k]`` the tag of the coder that made it; where
-``types`` has no entry the carrier held the value as it is. :func:`decode_attrs` is the
-inverse. What a carrier holds as it is:
-
-* :data:`JSON` documents (the CSV sidecar, a recording's ``run.json``): plain JSON, that is
-  text, whole numbers, finite floats, bools, None, and lists and dicts of those;
-* :data:`HDF5` attributes (NetCDF, the seed's layout): UTF-8 text without NUL, 64-bit
-  integers, floats (NaN and infinities too).
-
-Every payload is strict JSON (no ``NaN``/``Infinity`` tokens, which ``jq`` and other strict
-parsers refuse). Inside a payload (a list's items, a dict's values, a tuple's items), a
-value plain JSON cannot hold is an object ``{"__daqlab__": tag, **payload}``. The tags, the
-same in every format:
-
-=======  ===============================================  ==========================================
-tag      value                                            payload
-=======  ===============================================  ==========================================
-float    NaN, inf or -inf (JSON has no such number)       ``{"value": "nan" | "inf" | "-inf"}``
-tuple    a tuple                                          ``{"items": [...]}``
-dict     a dict with a key ``"__daqlab__"``               ``{"items": {...}}``
-scalar   a numpy scalar: numbers, bool, datetime64,       ``{"dtype": "<f4", "value": ...}``
-         timedelta64, str or bytes (its dtype kept)
-ndarray  a numpy array of those, or of objects            ``{"dtype": ..., "shape": [...],
-                                                          "data": [...]}`` (flat, C order)
-bool     a bool, where the carrier has none (HDF5)        ``0`` or ``1``
-json     any other JSON value the carrier cannot hold:    the value as JSON, tagged inside
-         in HDF5 None, lists, dicts, text with NUL or
-         lone surrogates, integers beyond 64 bits; in
-         JSON lists and dicts holding tagged values
-=======  ===============================================  ==========================================
-
-Date-times are counts of their unit (NaT is -2**63); bytes are Latin-1 text. Text that is not
-valid UTF-8 (lone surrogates: the bytes h5py could not decode) stays text: :func:`dumps`
-writes it as ``\u`` escapes, so a JSON file stays UTF-8 and gives back the same str.
-
-Adapters
---------
-A JSON carrier stores the pair side by side (``attrs`` and ``attr_types``); an HDF5 carrier
-stores each value as an attribute and the types in a note (:func:`to_hdf5_attrs`,
-:func:`from_hdf5_attrs`: JSON payloads as text, bools as int8, numpy numbers and 1-D arrays of
-netCDF's types as they are, so that other tools read them as numbers).
-
-Files written by daqlab 0.1.0 still decode: the tags only they hold are in
-:data:`LEGACY_TAGS`; their untagged JSON values were plain, as they are here.
-
-Examples
---------
->>> values, types = encode_attrs({"pair": (1, "a"), "gain": float("nan"), "ok": True})
->>> values, types
-({'pair': {'items': [1, 'a']}, 'gain': {'value': 'nan'}, 'ok': True}, {'pair': 'tuple', 'gain': 'float'})
->>> decode_attrs(values, types)
-{'pair': (1, 'a'), 'gain': nan, 'ok': True}
->>> to_hdf5_attrs({"ok": True, "note": None})
-({'ok': np.int8(1), 'note': 'null'}, {'ok': 'bool', 'note': 'json'})
+The tags, their payloads and the carriers: docs/formats/attributes.md.
 """
 
 from __future__ import annotations
@@ -402,9 +353,17 @@ def encode_value(value: Any, carrier: Carrier = JSON) -> tuple[str | None, Any]:
 
 def encode_attrs(attrs: Mapping[Any, Any], carrier: Carrier = JSON, where: str = "run"
                  ) -> tuple[dict[str, Any], dict[str, str]]:
-    """``(values, types)`` of ``attrs`` for ``carrier`` (see the module docstring).
+    """``(values, types)`` of ``attrs`` for ``carrier`` (see docs/formats/attributes.md).
 
     Raises ConfigurationError naming the attribute (``where`` says whose) that cannot be stored.
+
+    >>> values, types = encode_attrs({"pair": (1, "a"), "gain": float("nan"), "ok": True})
+    >>> values
+    {'pair': {'items': [1, 'a']}, 'gain': {'value': 'nan'}, 'ok': True}
+    >>> types
+    {'pair': 'tuple', 'gain': 'float'}
+    >>> decode_attrs(values, types)
+    {'pair': (1, 'a'), 'gain': nan, 'ok': True}
     """
     values: dict[str, Any] = {}
     types: dict[str, str] = {}
@@ -506,7 +465,11 @@ def _hdf5_number(value: Any) -> bool:
 
 def to_hdf5_attrs(attrs: Mapping[Any, Any], where: str = "run") -> tuple[dict[str, Any], dict[str, str]]:
     """``attrs`` as HDF5 attribute values, and the types to note beside them: JSON payloads as
-    text, bools as int8, numpy numbers of netCDF-4's types as they are (readable by other tools)."""
+    text, bools as int8, numpy numbers of netCDF-4's types as they are (readable by other tools).
+
+    >>> to_hdf5_attrs({"ok": True, "note": None})
+    ({'ok': np.int8(1), 'note': 'null'}, {'ok': 'bool', 'note': 'json'})
+    """
     values, types = encode_attrs(attrs, HDF5, where)
     stored: dict[str, Any] = {}
     for k, payload in values.items():

@@ -1,116 +1,11 @@
 """Runs as CSV text: the seed's long form and a wide form, written and read with pyarrow.
 
-Layouts
--------
-Long form (format ``"csv"``), the seed's layout, one row per sample per channel,
-rows in time order and, within one timestamp, in channel order::
+:func:`save_csv` writes the CSV and, beside it, a JSON sidecar (``run.csv.daqlab.json``:
+channels, attributes, exact times, the CSV's size and checksum); :func:`open_csv` reads the
+pair, a CSV of older daqlab (a ``# daqlab-csv`` first line), or a plain CSV with defaults;
+:func:`sniff_csv` tells the layout from a file's first bytes.
 
-    timestamp_ms,value,channel,quality
-    1704067200000,0.25,ai0,Good
-    1704067200000,NaN,ai1,Bad
-
-The column names are the first line, so ``polars.read_csv``/``scan_csv`` (what
-the seed's ``CSVStorage.load_dataset`` uses) and ``pandas.read_csv`` read it
-with their defaults as exactly these four columns, typed int64, float64, str,
-str. A calibrated run that keeps its raw values adds a fifth column, ``raw``,
-after them (the physical values are in ``value``).
-
-Wide form (format ``"csv-wide"``), one row per sample::
-
-    timestamp_ms,value:ai0,quality:ai0,value:ai1,quality:ai1
-
-Each channel has a ``value:<name>`` and a ``quality:<name>`` column (and
-``raw:<name>`` on a calibrated run). The fixed prefixes make the column names
-collision-free for any channel names, and a header cell never starts with a
-formula character. Names that need it are quoted as RFC 4180 says.
-
-Cells
------
-* ``timestamp_ms``: integer milliseconds since 1970-01-01T00:00:00Z, the
-  sample's time rounded down (the seed's form). Finer times are kept exactly
-  in the sidecar (below).
-* ``value``/``raw``: float64 in the shortest text that reads back to the same
-  double, always with a ``.`` or an exponent (``2.0``, not ``2``) so that
-  readers that guess types see floats; NaN is ``NaN``, infinities ``inf`` and
-  ``-inf`` (the spellings polars and pandas both read as floats). When reading,
-  ``nan``/``inf`` in any case, ``Infinity`` and empty cells (NaN) are accepted.
-* ``quality``: ``Good``, ``Suspect``, ``Bad``, ``Interpolated``; read in any case,
-  and the integers ``0``-``3`` are accepted too.
-
-Metadata: the sidecar
----------------------
-What the CSV cannot hold goes into a JSON file beside it, named after it with
-``.daqlab.json`` appended (``run.csv`` -> ``run.csv.daqlab.json``: it sorts
-next to the CSV, and ``*.csv`` does not match it). Its object holds ``format``
-(``"csv"`` or ``"csv-wide"``), ``schema_version``, ``daqlab_version``, ``csv``
-(the CSV's byte size and CRC-32, so a sidecar that does not belong to the CSV
-beside it is detected), ``samples`` (per channel), ``time`` (how exact times
-are rebuilt: ``{"encoding": "ms"}`` when every time is a whole millisecond;
-``"grid"`` with ``start_ns`` and ``sample_rate`` when every time is
-``daqlab.run.sample_times`` of those; otherwise ``"sub-ms"`` with the
-nanoseconds below each millisecond, little-endian uint32, zlib, base64),
-``channels`` (in order, one record each: name, unit, range_min, range_max,
-cal_slope, cal_offset, cal_date; see :mod:`daqlab.io._records`), ``variables``,
-every run attribute (``attrs``, with ``attr_types``) and the attributes of
-every variable (``var_attrs``), through daqlab's one attribute codec
-(:mod:`daqlab.io._codec`, its JSON adapter). The sidecar is strict JSON: NaN
-and infinities are tagged (``{"__daqlab__": "float", "value": "nan"}``), not
-the ``NaN`` tokens ``jq`` refuses (sidecars of daqlab 0.1.0 held those, and
-still open); an open range end is ``null``. Strings that are not valid UTF-8
-text (lone surrogates, as h5py gives for attribute bytes that are not UTF-8)
-are written with ``\\u`` escapes, so the file stays UTF-8 and reads back the
-exact same str. Files from a newer ``schema_version`` are refused.
-
-Both files are written under hidden temporary names, fsynced, and renamed into
-place, the sidecar first: an interrupted first save leaves no CSV, and an
-interrupted overwrite leaves a pair whose sizes/checksums disagree. Opening a
-CSV whose sidecar does not match it (that, or a CSV edited by hand) raises a
-FormatError that says how to proceed: restore the matching CSV, or move the
-sidecar away to open the CSV as a plain one (defaults below).
-
-Files written by daqlab before the sidecar start with one comment line,
-``# daqlab-csv {JSON}`` holding the same object (with ``timestamp_decimals``:
-their timestamps are integers, or decimals with 3 or 6 digits, exact); they
-still open exactly. Further lines starting with ``#`` before the column names
-are ignored.
-
-A run of 0 channels (the seed reader gives one for an empty ``/data``) has an
-empty ``channels`` list. Its wide form has rows of ``timestamp_ms`` alone; its
-long form has no rows, so it holds 0 samples and a 0-channel run that has
-timestamps is refused in the long form (save it as ``"csv-wide"``).
-
-A CSV without a sidecar or that line (the seed's plain CSV) opens with these defaults: the
-channels in order of first appearance, unit ``""``, no range, identity
-calibration, and the run attributes every foreign format gets
-(:mod:`daqlab.io._foreign`): ``sample_rate`` from the median positive time step
-(1.0 Hz when there is none), ``name`` from the file stem, ``description`` ``""``,
-``metadata`` ``{}``, ``created_at`` from the first timestamp (the epoch if it has
-no rows), ``calibrated`` False, and an ``id`` derived from the file's bytes, so
-that opening it twice gives the same run.
-
-Spreadsheet formula injection
------------------------------
-Text that a spreadsheet would execute (starting with ``=``, ``+``, ``-``, ``@``,
-tab or CR) is written in the ``channel`` column with a ``'`` in front, as OWASP
-recommends; text that starts with ``'`` gets one more ``'``. Reading a CSV that
-has a sidecar removes exactly one leading ``'``, so the round trip is exact.
-A CSV without one is read as it is. (A channel name holding ``;`` followed by
-a formula character is quoted but not otherwise changed, so a spreadsheet that
-splits cells at ``;`` instead of ``,`` would still see a formula there.)
-
-Examples
---------
->>> import tempfile, xarray as xr, daqlab as dl
->>> run = dl.make_run([[0.5, 2.0]], ["ai0"], sample_rate=1000.0, start="2024-01-01")
->>> with tempfile.TemporaryDirectory() as d:
-...     path = save_csv(run, Path(d) / "run.csv")
-...     print(path.read_text().splitlines())
-...     print(sorted(p.name for p in Path(d).iterdir()))
-...     xr.testing.assert_identical(open_csv(path), run)
-['timestamp_ms,value,channel,quality', '1704067200000,0.5,ai0,Good', '1704067200001,2.0,ai0,Good']
-['run.csv', 'run.csv.daqlab.json']
->>> sniff_csv(b"timestamp_ms,value,channel,quality\\n1,0.5,ai0,Good\\n")
-'csv'
+The layouts, cells, the sidecar, formula injection and old files: docs/formats/csv.md.
 """
 
 from __future__ import annotations
@@ -176,7 +71,7 @@ _NAME_MAX = 255  # bytes in one file name on common file systems
 
 
 def sidecar_path(path: Path) -> Path:
-    """The sidecar holding the metadata of the CSV ``path`` (see the module docstring).
+    """The sidecar holding the metadata of the CSV ``path`` (see docs/formats/csv.md).
 
     A CSV name too long to take the suffix within 255 bytes is cut in the sidecar's
     name and kept unique by a hash of the whole name.
@@ -236,7 +131,8 @@ def _encode_attrs(attrs: Mapping[Any, Any], where: str) -> dict[str, Any]:
 
 
 def _time_spec(ns: NDArray[np.int64], sample_rate: float) -> dict[str, Any]:
-    """How to rebuild the exact times from the CSV's whole milliseconds (see the docstring)."""
+    """How to rebuild the exact times from the CSV's whole milliseconds (the sidecar's ``time``:
+    docs/formats/csv.md)."""
     if not (ns % _NS_PER_MS).any():
         return {"encoding": "ms"}
     if np.array_equal(sample_times(int(ns[0]), 0, len(ns), sample_rate).view(np.int64), ns):
@@ -381,7 +277,17 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
 
     Both files are written under temporary names and renamed into place when
     complete (the sidecar first); an existing CSV or sidecar is kept unless
-    ``overwrite=True``.
+    ``overwrite=True``. The layouts and the sidecar: docs/formats/csv.md.
+
+    >>> import tempfile, xarray as xr, daqlab as dl
+    >>> run = dl.make_run([[0.5, 2.0]], ["ai0"], sample_rate=1000.0, start="2024-01-01")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = save_csv(run, Path(d) / "run.csv")
+    ...     print(path.read_text().splitlines())
+    ...     print(sorted(p.name for p in Path(d).iterdir()))
+    ...     xr.testing.assert_identical(open_csv(path), run)
+    ['timestamp_ms,value,channel,quality', '1704067200000,0.5,ai0,Good', '1704067200001,2.0,ai0,Good']
+    ['run.csv', 'run.csv.daqlab.json']
     """
     path = Path(path)
     validate(run, check_data=False)
@@ -812,7 +718,8 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
     one, else from a ``# daqlab-csv`` first line (older daqlab files), else the
     seed's defaults apply. ``chunks`` (as in xarray) returns the run dask-backed;
     the file is read eagerly. Corrupt, truncated or foreign files, and a sidecar
-    that does not belong to the CSV, raise :class:`~daqlab.FormatError`.
+    that does not belong to the CSV, raise :class:`~daqlab.FormatError`. The reading
+    rules: docs/formats/csv.md.
     """
     path = Path(path)
     side = sidecar_path(path)
@@ -883,6 +790,8 @@ def open_csv(path: Path, chunks: Any = None) -> xr.Dataset:
 def sniff_csv(head: bytes) -> str | None:
     """``"csv"`` or ``"csv-wide"`` if ``head`` (a file's first bytes) starts a CSV run, else None.
 
+    >>> sniff_csv(b"timestamp_ms,value,channel,quality\\n1,0.5,ai0,Good\\n")
+    'csv'
     >>> sniff_csv(b'# daqlab-csv {"format": "csv-wide", "schema_version": 1')
     'csv-wide'
     >>> sniff_csv(b"\\x89HDF\\r\\n\\x1a\\n") is None

@@ -5,7 +5,7 @@ A format is one :class:`Format` entry: its name, the suffixes that choose it whe
 saving, a sniff of the file's contents, ``open`` (path, chunks -> run), an
 optional ``save`` and the xarray engine that opens it. Adding a format is one
 module with those functions, one entry in :data:`TABLE`, and a row in the
-shared format contract tests (``tests/test_formats.py``).
+shared format contract tests (``tests/io/test_formats.py``).
 
 Detection peeks at a file once (:class:`Peek`: its first bytes, and an HDF5
 file opened at most once for every format that asks) and takes the entry whose

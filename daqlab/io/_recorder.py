@@ -1,17 +1,11 @@
 """The streaming recorder: every sample of a buffer to disk, crash-safe.
 
-A recording is a folder ``NAME.daqrec/`` holding ``run.json`` (channels and
-attributes) and numbered segment files ``seg-00000001.h5``. Each segment is
-written under a hidden temporary name, fsynced, renamed and the folder fsynced
-before it is announced (:class:`~daqlab.events.Recorded`), so a process killed
-at any instant leaves only complete segments under final names, and
-:func:`open_recording` turns the folder into a run. On :meth:`Recorder.close`
-the folder is consolidated into ``NAME.nc`` (temporary name, checked, renamed)
-and removed.
+A :class:`Recorder` writes a folder ``NAME.daqrec/``: ``run.json`` (channels and attributes)
+and numbered HDF5 segments, each renamed into place only once durable, with samples the ring
+buffer lapped written as a gap (NaN, flagged BAD). :func:`open_recording` turns the folder
+into a run, also after a crash; :meth:`Recorder.close` consolidates it into ``NAME.nc``.
 
-Samples the recorder lost because the ring buffer lapped it are written as a
-gap: NaN values flagged BAD at timestamps spread over the missing span, so the
-sample count and the time axis stay honest and the loss is visible.
+The folder, its manifest, segments, gaps and consolidation: docs/formats/recording.md.
 """
 
 from __future__ import annotations

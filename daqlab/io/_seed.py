@@ -1,94 +1,12 @@
 """Runs in the seed's HDF5 layout, so that files of the Rust DAQ application open as runs.
 
-Layout written by :func:`save_seed` (HDF5 through h5py with
-``libver=("earliest", "v110")``, contiguous datasets, no filters)::
+:func:`save_seed` writes a run as one group per channel under ``/data`` (float and exact
+integer timestamps, raw values, quality flags, physical values when calibrated) and its
+attributes under ``/metadata``, through :mod:`daqlab.io._codec`; :func:`open_seed` reads that
+layout, and the application's own files with defaults for what they lack (aligning channels
+of different time axes, gaps flagged BAD).
 
-    /data                                group; attribute daqlab_channels: JSON list of the
-                                         channel names in run order (the group also tracks
-                                         creation order)
-    /data/<channel>                      one group per channel, named exactly like the channel
-        attributes  unit (str), range_min, range_max, cal_slope, cal_offset (float64),
-                    cal_date (ISO 8601 UTC text with nanoseconds and a Z, "" when none)
-        timestamps     (N,) float64   seconds since 1970-01-01T00:00:00Z (the Rust layout)
-        timestamps_ns  (N,) int64     the same instants, exact, in nanoseconds since the epoch
-        values         (N,) float64   raw values as acquired
-        quality        (N,) int8      daqlab.Quality flags (flag_values / flag_meanings)
-        physical       (N,) float64   only in calibrated runs: the calibrated values
-    /metadata                            group; the run's attributes as HDF5 attributes:
-        id, name, description, created_at (str), sample_rate (float64),
-        metadata (JSON text), calibrated (int8 0/1), the run's other attributes,
-        daqlab_version (str), daqlab_schema_version (int32),
-        daqlab_attrs (JSON note {"types": {name: tag}}: how each attribute is encoded),
-        daqlab_variable_attrs (JSON: the attributes of the run's variables, tagged),
-        daqlab_raw_variable (int8: 1 when the run had a ``raw`` variable)
-
-Attributes go through daqlab's one attribute codec (:mod:`daqlab.io._codec`, its
-HDF5 adapter): what HDF5 holds natively (UTF-8 str without NUL, 64-bit Python int,
-float) is stored as it is, bools as int8, numpy numbers as they are, anything else
-(dicts, lists, None, tuples, numpy arrays, ...) as tagged JSON text; the note
-``daqlab_attrs`` names each one's tag, so that opening restores exactly what was
-saved (files of daqlab 0.1.0, whose note listed ``bool`` and ``json`` attributes,
-still open). In a calibrated run ``values``
-holds the ``raw`` variable (when the run has none, ``(value - cal_offset) /
-cal_slope``, which is only for other readers: daqlab then restores no ``raw``)
-and ``physical`` holds ``value``.
-
-Reading rules (:func:`open_seed`)
----------------------------------
-* **Time.** A channel's ``timestamps_ns`` is used when present and it agrees
-  with ``timestamps`` (same length, within 1 µs); otherwise (absent, or stale
-  because another program rewrote ``timestamps``) the float seconds are used,
-  **rounded to the nearest microsecond** (float64 seconds resolve about
-  0.24 µs today). Integer ``timestamps`` are whole seconds. Timestamps must be
-  finite and within datetime64[ns] (years 1678-2262).
-* **Channel order.** ``/data``'s ``daqlab_channels`` attribute when it names
-  exactly the channel groups; otherwise HDF5's order (creation order when the
-  group tracks it, else by name).
-* **Unsorted samples.** A channel whose timestamps step back is sorted by time
-  (stable, each value keeps its own timestamp; nothing is dropped).
-* **Alignment.** Channels whose time axes are identical share it as it is.
-  Otherwise the run's axis is the sorted union of all channels' timestamps (a
-  timestamp repeated k times within one channel appears k times), and each
-  channel's samples go to their timestamps; a channel's missing positions are
-  **gaps: NaN flagged BAD** (quality 2). Channels of different lengths, offsets
-  or rates are aligned the same way. No channel with any sample gives a run of
-  0 samples; an empty ``/data`` gives a run of 0 channels and 0 samples.
-* **Quality.** A stored ``quality`` is kept (NaN/inf flagged GOOD become BAD);
-  without one, NaN/inf are flagged BAD and values outside the channel's range
-  SUSPECT, as :func:`daqlab.make_run` does.
-* **Files written by daqlab** (``/metadata`` has ``daqlab_schema_version``)
-  give back the run as saved; a newer schema version is refused.
-* **Other files (the Rust application)**, defaults: ``unit`` "" (or a channel
-  attribute ``unit``/``units``, or ``/metadata`` ``units`` as a text for every
-  channel or a channel -> unit mapping), NaN range, identity calibration (or
-  the channel attributes above when present; a unit whose bytes are not UTF-8
-  is read with those bytes as Latin-1, e.g. ``b"\\xb0C"`` as ``"°C"``, since a
-  run's unit must be valid text). From ``/metadata``, whose entries may be
-  attributes or scalar/small datasets, str or bytes, and nested groups (read
-  as nested dicts, at any depth; text that is not UTF-8 is kept exactly as
-  h5py gives it, each undecodable byte as a lone surrogate U+DC80-U+DCFF, so
-  ``.encode("utf-8", "surrogateescape")`` gives back the bytes):
-  ``name``, ``description``, ``sample_rate`` (aliases ``sample_rate_hz``,
-  ``sampling_rate``, ``rate``, ``fs``), ``created_at`` (aliases ``created``,
-  ``start_time``; ISO text, or numbers as seconds since the epoch), ``id``
-  (aliases ``uuid``, ``run_id``; a UUID); what is missing or unusable gets the
-  defaults every foreign format shares (:mod:`daqlab.io._foreign`: the stem,
-  "", the median positive time step, the first timestamp, an id derived from
-  the file's bytes). A recognised entry that cannot be used stays in ``metadata``; every
-  other entry goes to ``metadata`` (a JSON string in an entry named
-  ``metadata`` is merged into it).
-* **Memory.** The samples are read into memory; ``chunks`` then gives a
-  dask-backed ``value``/``quality``/``raw`` (the per-channel coordinates stay numpy).
-* **Errors.** Corrupt, truncated or foreign files (not HDF5, no ``/data``,
-  a channel without ``values`` or timestamps, lengths that differ within a
-  channel, non-numeric or non-1-D datasets, NaN/out-of-range timestamps,
-  invalid channel names or calibrations) raise :class:`~daqlab.FormatError`
-  naming the file and what is wrong. An HDF5 file with a ``/data`` group that
-  is not netCDF-4 is read as this layout, so a damaged one gets these errors.
-* **Exact numbers.** ``values`` and ``physical`` of integer types up to 32 bits
-  (and floats up to 64) convert to float64 exactly; int64/uint64 datasets
-  holding a magnitude beyond 2**53, and wider floats that float64 would round,
-  are refused with a FormatError (nothing is rounded silently).
+The layout and the reading rules: docs/formats/seed-hdf5.md.
 """
 
 from __future__ import annotations
@@ -114,7 +32,13 @@ from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaEr
 from daqlab.io._atomic import atomic_path
 from daqlab.io._codec import attrs_to_json, dumps, from_hdf5_attrs, from_json, note_types, to_hdf5_attrs
 from daqlab.io._foreign import foreign_defaults
-from daqlab.io._records import channel_from_record, channel_record, check_schema_version, parse_time
+from daqlab.io._records import (
+    SCHEMA_ATTR,
+    channel_from_record,
+    channel_record,
+    check_schema_version,
+    parse_time,
+)
 from daqlab.model import Channel, Quality, check_channel_name
 from daqlab.run import (
     CHANNEL_COORDS,
@@ -133,13 +57,12 @@ __all__ = ["is_seed_file", "is_seed_hdf5", "open_seed", "save_seed"]
 
 _LIBVER = ("earliest", "v110")  # readable by Debian's netCDF-C / HDF5 tools (FACTS.md)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_SCHEMA_ATTR = "daqlab_schema_version"
 _VERSION_ATTR = "daqlab_version"
 _NOTE_ATTR = "daqlab_attrs"
 _VAR_ATTRS_ATTR = "daqlab_variable_attrs"
 _RAW_ATTR = "daqlab_raw_variable"
 _ORDER_ATTR = "daqlab_channels"
-_RESERVED = {_SCHEMA_ATTR, _VERSION_ATTR, _NOTE_ATTR, _VAR_ATTRS_ATTR, _RAW_ATTR}
+_RESERVED = {SCHEMA_ATTR, _VERSION_ATTR, _NOTE_ATTR, _VAR_ATTRS_ATTR, _RAW_ATTR}
 _CHANNEL_ATTRS = ("range_min", "range_max", "cal_slope", "cal_offset", "cal_date")
 _EPOCH_UNITS_S = "seconds since 1970-01-01T00:00:00Z"
 _EPOCH_UNITS_NS = "nanoseconds since 1970-01-01T00:00:00Z"
@@ -177,7 +100,7 @@ def _encode_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
         )
     out, types = to_hdf5_attrs(attrs)
     out[_VERSION_ATTR] = __version__
-    out[_SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
+    out[SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
     out[_NOTE_ATTR] = dumps({"types": types})
     return out
 
@@ -220,7 +143,7 @@ def _verify(tmp: Path, names: list[str], t_ns: NDArray[np.int64], raw: NDArray[n
 
 
 def save_seed(run: xr.Dataset, path: Path, *, overwrite: bool = False) -> Path:
-    """Write ``run`` in the seed's HDF5 layout (see the module docstring); return ``path``.
+    """Write ``run`` in the seed's HDF5 layout (docs/formats/seed-hdf5.md); return ``path``.
 
     Written under a hidden temporary name, checked, then renamed into place; an
     existing file is kept unless ``overwrite=True``.
@@ -660,7 +583,7 @@ def _daqlab_attrs(meta_raw: dict[str, Any], path: Path, times: list[NDArray[np.i
                   ) -> tuple[dict[str, Any], bool]:
     """Run attributes of a file save_seed wrote: decoded; what is missing filled in."""
     stored = dict(meta_raw)
-    for k in (_SCHEMA_ATTR, _VERSION_ATTR, _VAR_ATTRS_ATTR):
+    for k in (SCHEMA_ATTR, _VERSION_ATTR, _VAR_ATTRS_ATTR):
         stored.pop(k, None)
     has_raw = bool(_py(stored.pop(_RAW_ATTR, 0)))
     try:
@@ -719,15 +642,15 @@ def _read(f: Any, path: Path) -> xr.Dataset:
     data = f.get("data")
     if not isinstance(data, h5py.Group):
         hint = (" It is a daqlab NetCDF run: open it with daqlab.open_run."
-                if _SCHEMA_ATTR in f.attrs else "")
+                if SCHEMA_ATTR in f.attrs else "")
         raise FormatError(
             f"{path} has no /data group, so it is not in the seed HDF5 layout "
             f"(/data/<channel>/timestamps and values).{hint}"
         )
     meta_raw = _read_metadata(f, path)
-    is_daqlab = _SCHEMA_ATTR in meta_raw
+    is_daqlab = SCHEMA_ATTR in meta_raw
     if is_daqlab:
-        check_schema_version(meta_raw[_SCHEMA_ATTR], source=path, where=f"{path}: /metadata",
+        check_schema_version(meta_raw[SCHEMA_ATTR], source=path, where=f"{path}: /metadata",
                              written_by=_py(meta_raw.get(_VERSION_ATTR)))
     chans = [_read_channel(data, name, path) for name in _channel_order(data, path)]
     axis, same = _common_axis(chans)
@@ -774,7 +697,7 @@ def _read(f: Any, path: Path) -> xr.Dataset:
 
 
 def open_seed(path: Path, chunks: Any = None) -> xr.Dataset:
-    """Open a file in the seed's HDF5 layout as a run (rules in the module docstring).
+    """Open a file in the seed's HDF5 layout as a run (rules in docs/formats/seed-hdf5.md).
 
     The samples are read into memory; ``chunks`` (as in xarray) then returns the
     run chunked with dask.
@@ -808,7 +731,7 @@ def is_seed_hdf5(f: h5py.File) -> bool:
     ``_NCProperties``), meant to be in it but damaged (:func:`open_seed` then says what is
     wrong). Never raises."""
     try:
-        if _SCHEMA_ATTR in f.attrs or not isinstance(f.get("data"), h5py.Group):
+        if SCHEMA_ATTR in f.attrs or not isinstance(f.get("data"), h5py.Group):
             return False
         return "_NCProperties" not in f.attrs or _seed_layout(f)
     except Exception:
@@ -832,7 +755,7 @@ def is_seed_file(path: Path) -> bool:
         if head != _HDF5_MAGIC and not h5py.is_hdf5(p):
             return False
         with h5py.File(p, "r") as f:
-            return _SCHEMA_ATTR not in f.attrs and _seed_layout(f)
+            return SCHEMA_ATTR not in f.attrs and _seed_layout(f)
     except Exception:
         return False
 
