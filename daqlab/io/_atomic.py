@@ -7,13 +7,13 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
 
 __all__ = ["as_path", "atomic_path", "ensure_space", "fsync_dir", "fsync_path", "path_error",
-           "probe", "storage_errors", "temp_name"]
+           "probe", "replace_durably", "storage_errors", "temp_name", "write_durably"]
 
 
 def _shown(path: object) -> str:
@@ -127,6 +127,27 @@ def ensure_space(path: Path, nbytes: int, what: str = "") -> None:
         )
 
 
+def write_durably(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` a hidden temporary sibling of ``path``, then make it ``path`` durably
+    (fsync, rename, fsync the folder); the temporary file never outlives a failure. No checks
+    (see :func:`atomic_path` for the checked write of a run): for files whose writer checked
+    the folder and the free space already (a recording's segments and manifest)."""
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        replace_durably(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):  # gone already (renamed), or never created
+            tmp.unlink()
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Rename the complete file ``tmp`` over ``path``, durably: its bytes, then the rename."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` durably.
@@ -152,9 +173,7 @@ def atomic_path(path: Path, *, overwrite: bool = False, expected_bytes: int = 0)
     tmp = temp_name(path)
     try:
         yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        replace_durably(tmp, path)
     except OSError as exc:
         if isinstance(exc, StorageError):
             raise

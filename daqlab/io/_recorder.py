@@ -30,7 +30,7 @@ from daqlab.buffer import Block, RingBuffer
 from daqlab.checks import whole
 from daqlab.errors import DataRangeError, FormatError, StorageError
 from daqlab.events import BufferOverflow, Event, Recorded, RecordingFailed
-from daqlab.io._atomic import as_path, ensure_space, fsync_dir, fsync_path, probe, temp_name
+from daqlab.io._atomic import as_path, ensure_space, fsync_dir, probe, temp_name, write_durably
 from daqlab.io._codec import JSON, decode_attrs, dumps, encode_attrs, to_json
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.io._records import channel_from_record, channel_record, check_schema_version
@@ -47,18 +47,6 @@ _LIBVER = ("earliest", "v110")  # readable by netCDF-C 4.9 and older HDF5 (FACTS
 def is_recording(path: Path) -> bool:
     """True for a recording folder (finished or not)."""
     return path.is_dir() and (path / _MANIFEST).is_file()
-
-
-def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = temp_name(path)
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _manifest(buffer: RingBuffer, attrs: dict[str, Any], final_name: str) -> str:
@@ -146,7 +134,7 @@ class Recorder:
         text = _manifest(buffer, self._attrs, self.path.name)  # before the folder: may raise
         try:
             self.folder.mkdir(parents=True)
-            _write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
+            write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, f"cannot start recording into {self.folder}: {exc}"
                                ) from exc
@@ -256,7 +244,7 @@ class Recorder:
 
         try:
             ensure_space(seg, values.nbytes + quality.nbytes + times.nbytes, f"segment {seg.name}")
-            _write_durably(seg, write)
+            write_durably(seg, write)
         except (OSError, ValueError) as exc:  # h5py reports a full disk as OSError or ValueError
             self.error = exc
             self._reader.close()
