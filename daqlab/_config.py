@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from daqlab.checks import real, whole
+from daqlab.checks import flag, real, whole
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.sources import Source
 
@@ -81,6 +81,8 @@ class AcquisitionConfig:
         positive("max_memory_usage_mb", self.max_memory_usage_mb, "Pass e.g. 1024.0.")
         positive("flush_interval", self.flush_interval, "Pass e.g. 0.5.")
         positive("stop_timeout", self.stop_timeout, "Pass e.g. 10.0.")
+        for name in ("record", "compression", "handle_sigint"):
+            object.__setattr__(self, name, flag(getattr(self, name), name))
         queue_size = whole(self.event_queue_size, "event_queue_size", minimum=1)
         object.__setattr__(self, "event_queue_size", queue_size)
         if not isinstance(self.output_dir, (str, Path)):
@@ -144,6 +146,12 @@ def configure(
         raise ConfigurationError(
             f"DataManager got unknown setting(s) {sorted(unknown)}"
             + (f" (did you mean {near}?)" if near else "") + f"; its settings are {known}."
+        )
+    if config is not None and not isinstance(config, AcquisitionConfig):
+        raise ConfigurationError(
+            f"config must be an AcquisitionConfig or None; got {type(config).__name__} "
+            f"({config!r:.60}). Pass settings as keywords, e.g. DataManager(src, record=False), "
+            "or config=daqlab.AcquisitionConfig(...)."
         )
     return replace(config or AcquisitionConfig(), **{k: v for k, v in given.items() if v is not FROM_CONFIG})
 

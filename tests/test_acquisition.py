@@ -430,6 +430,9 @@ BAD_SETTINGS: list[tuple[str, Any]] = [
     ("event_queue_size", 2.5),
     ("event_queue_size", True),
     ("output_dir", 5),
+    ("record", "no"),  # truthy: it recorded
+    ("compression", 1),
+    ("handle_sigint", None),
 ]
 
 
@@ -452,6 +455,12 @@ def test_settings_override_a_config(tmp_path: Path) -> None:
     dm2 = dl.DataManager(Simulated(1, 100.0), cfg)
     assert dm2.buffers["src"].capacity == 200
     assert isinstance(dm2.config.output_dir, Path)
+
+
+@pytest.mark.parametrize("config", ["x", {"record": False}], ids=["text", "dict"])
+def test_a_config_that_is_not_an_acquisition_config_is_refused(tmp_path: Path, config: Any) -> None:
+    with pytest.raises(dl.ConfigurationError, match=r"config must be an AcquisitionConfig or None"):
+        dl.DataManager(Simulated(1, 100.0), config, output_dir=tmp_path)
 
 
 def test_an_unknown_setting_is_refused_listing_the_settings(tmp_path: Path) -> None:

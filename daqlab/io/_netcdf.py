@@ -57,7 +57,8 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     if "history" not in attrs:
         attrs["history"] = line
         note["added"].append("history")
-    elif "history" not in types:  # the run's own text: the line is appended
+    elif "history" not in types and isinstance(attrs["history"], str):
+        # the run's own text: the line is appended (any other history is kept as it is)
         note["history_len"] = len(attrs["history"])
         attrs["history"] = f"{attrs['history']}\n{line}"
     title = str(run.attrs.get("name") or "daqlab run").encode("utf-8", "backslashreplace").decode()

@@ -125,6 +125,14 @@ def test_round_trip_keeps_user_attributes(tmp_path: Path) -> None:
     assert back.attrs["history"] == "made by hand"
 
 
+@pytest.mark.parametrize("history", [5, 2.5, np.int16(3), ["a", "b"]], ids=["int", "float", "np", "list"])
+def test_a_history_that_is_not_text_round_trips(tmp_path: Path, history: Any) -> None:
+    # CF's history is text, to which daqlab appends its line; any other value is kept as it is
+    run = sample_run().assign_attrs(history=history)
+    back = dl.open_run(dl.save(run, tmp_path / "h.nc"))
+    xr.testing.assert_identical(back, run)
+
+
 def test_round_trip_encodes_bool_attributes(tmp_path: Path) -> None:
     # DESIGN.md: "bool attributes and other values netCDF cannot hold are encoded on
     # disk and decoded on open, so a round trip gives back the same run."
