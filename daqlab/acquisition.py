@@ -186,21 +186,28 @@ class DataManager:
             )
         now = _dt.datetime.now(_dt.UTC)
         self._started_at = now.strftime("%Y%m%dT%H%M%SZ")
-        if self.config.record:
-            self._make_output_dir()
-            for n, buf in self.buffers.items():
-                stem = f"{self._started_at}-{self.name}" + (f"-{n}" if len(self.buffers) > 1 else "")
-                self.recorders[n] = Recorder(
-                    buf, self.config.output_dir / f"{stem}-{buf.id[:8]}.nc",
-                    flush_interval=self.config.flush_interval, publish=self.bus.publish,
-                    source_name=n, clock=self._clock,
-                )
-        for rec in self.recorders.values():
-            rec.start()
-        for n, src in self.sources.items():
-            src.start()
-            t = threading.Thread(target=self._acquire, args=(n,), daemon=True, name=f"daqlab-acq-{n}")
-            self._threads[n] = t
+        started: list[Source] = []
+        try:
+            if self.config.record:
+                self._make_output_dir()
+                for n, buf in self.buffers.items():
+                    stem = f"{self._started_at}-{self.name}" + (f"-{n}" if len(self.buffers) > 1 else "")
+                    self.recorders[n] = Recorder(
+                        buf, self.config.output_dir / f"{stem}-{buf.id[:8]}.nc",
+                        flush_interval=self.config.flush_interval, publish=self.bus.publish,
+                        source_name=n, clock=self._clock,
+                    )
+            for rec in self.recorders.values():
+                rec.start()
+            for n, src in self.sources.items():
+                src.start()
+                started.append(src)
+                t = threading.Thread(target=self._acquire, args=(n,), daemon=True,
+                                     name=f"daqlab-acq-{n}")
+                self._threads[n] = t
+        except BaseException:
+            self._undo_start(started)  # a source that would not start: nothing is left running
+            raise
         self._state = "running"
         for t in self._threads.values():
             t.start()
@@ -210,6 +217,20 @@ class DataManager:
             self._autosave_thread.start()
         self._shutdown.install()  # at interpreter exit stop() saves; Ctrl-C checkpoints
         return self
+
+    def _undo_start(self, started: list[Source]) -> None:
+        """Stop what a failed start() started; remove its empty recordings. start() may be
+        called again (the manager is still new)."""
+        for src in started:
+            with contextlib.suppress(Exception):
+                src.stop()
+        for rec in self.recorders.values():
+            try:
+                rec.discard()
+            except Exception:  # the original error is the one raised
+                log.warning("could not remove the empty recording %s", rec.folder, exc_info=True)
+        self.recorders.clear()
+        self._threads.clear()
 
     def _acquire(self, name: str) -> None:
         src, buf = self.sources[name], self.buffers[name]

@@ -1014,3 +1014,21 @@ def test_several_failures_at_stop_are_raised_together(tmp_path: Path) -> None:
     picked, rest = info.value.split(dl.DataRangeError)  # what except* does keeps the group's type
     assert isinstance(picked, dl.SaveErrors)
     assert rest is None
+
+
+class _Unplugged(Simulated):
+    def start(self) -> None:
+        raise dl.SourceError("device unplugged")
+
+
+def test_a_start_that_fails_leaves_nothing_running_and_no_empty_recordings(tmp_path: Path) -> None:
+    before = set(daqlab_threads())
+    good = Simulated(["g0"], 100.0, paced=False)
+    dm = dl.DataManager({"good": good, "bad": _Unplugged(["b0"], 100.0)}, output_dir=tmp_path,
+                        autosave_interval=None, handle_sigint=False)
+    with pytest.raises(dl.SourceError, match="device unplugged"):
+        dm.start()
+    assert not dm.running
+    wait_for(lambda: set(daqlab_threads()) <= before, timeout=20.0)
+    assert list(tmp_path.iterdir()) == []  # the recordings it had begun held no sample
+    assert dm.recorders == {}

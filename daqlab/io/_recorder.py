@@ -315,6 +315,16 @@ class Recorder:
             raise DataRangeError(f"sample {start} is not recorded: the recording ends at sample {end}.")
         return recorded.isel(time=slice(start - self.start_index, min(stop, end) - self.start_index))
 
+    def discard(self) -> bool:
+        """Stop; remove the recording folder if it holds no sample (a start that failed before
+        any sample came). True if it was removed; a folder with samples is kept."""
+        self.stop()
+        if _segments(self.folder) or self.saved_upto > self.start_index:
+            return False
+        shutil.rmtree(self.folder, ignore_errors=True)
+        fsync_dir(self.folder.parent)
+        return not self.folder.exists()
+
     def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
         """Stop, then turn the folder into the final run file (unless ``consolidate=False``)."""
         self.stop()
