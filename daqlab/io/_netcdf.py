@@ -14,6 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 import xarray as xr
+from h5netcdf.utils import CompatibilityError
 
 from daqlab._version import __version__
 from daqlab.errors import ConfigurationError, DaqlabError, FormatError, SchemaError, StorageError
@@ -48,6 +49,13 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     attributes CF wants (``title``, ``history``, ``Conventions``) are added and
     removed again unless the run had its own.
     """
+    reserved = sorted({"daqlab_version", SCHEMA_ATTR, _ENCODING_ATTR, "_FillValue", "coordinates"}
+                      & set(map(str, run.attrs)))
+    if reserved:
+        raise FormatError(
+            f"run attribute {reserved[0]!r} is reserved in NetCDF (by daqlab's own notes, or by "
+            "the netCDF/CF conventions for variables); it would not come back as it is. Rename it."
+        )
     try:
         attrs, types = to_hdf5_attrs(run.attrs)
     except ConfigurationError as exc:  # a FormatError, as what h5netcdf refuses
@@ -239,8 +247,11 @@ def save_netcdf(
     with atomic_path(path, overwrite=overwrite, expected_bytes=_disk_bytes(ds)) as tmp:
         try:
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-        except (TypeError, ValueError) as exc:  # h5netcdf/xarray refusing a value
-            raise FormatError(f"cannot write {path.name} as NetCDF: {exc}") from exc
+        except (TypeError, ValueError, CompatibilityError) as exc:  # h5netcdf/xarray refusing a value
+            raise FormatError(
+                f"cannot write {path.name} as NetCDF: {exc}. Variable attributes go to NetCDF as "
+                "they are (CF reads them): give numbers or text, or save as CSV or seed-hdf5, which "
+                "encode any attribute") from exc
         _char_attributes(tmp)
         _verify(tmp, run)
     return path

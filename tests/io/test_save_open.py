@@ -133,6 +133,26 @@ def test_a_history_that_is_not_text_round_trips(tmp_path: Path, history: Any) ->
     xr.testing.assert_identical(back, run)
 
 
+@pytest.mark.parametrize("name", ["daqlab_attrs", "daqlab_schema_version", "daqlab_version",
+                                  "_FillValue", "coordinates"])
+def test_reserved_run_attribute_names_are_refused_in_netcdf(tmp_path: Path, name: str) -> None:
+    # they were written over (daqlab's notes) or taken by xarray: saved, then gone on reopening
+    run = sample_run().assign_attrs({name: "mine"})
+    with pytest.raises(dl.FormatError, match=rf"run attribute '{name}' is reserved in NetCDF"):
+        dl.save(run, tmp_path / "r.nc")
+    assert list(tmp_path.iterdir()) == []
+    xr.testing.assert_identical(dl.open_run(dl.save(run, tmp_path / "r.csv")), run)
+
+
+@pytest.mark.parametrize("value", [True, np.array([True, False])], ids=["bool", "bool-array"])
+def test_a_bool_variable_attribute_is_a_format_error_in_netcdf(tmp_path: Path, value: Any) -> None:
+    run = sample_run()
+    run["value"].attrs["checked"] = value
+    with pytest.raises(dl.FormatError, match=r"cannot write r\.nc as NetCDF: .*save as CSV or seed-hdf5"):
+        dl.save(run, tmp_path / "r.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_round_trip_encodes_bool_attributes(tmp_path: Path) -> None:
     # DESIGN.md: "bool attributes and other values netCDF cannot hold are encoded on
     # disk and decoded on open, so a round trip gives back the same run."
