@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from daqlab.checks import flag, real, whole
+from daqlab.checks import flag, real, shown, whole
 from daqlab.errors import ChannelNotFoundError, ConfigurationError
 from daqlab.sources import Source
 
@@ -150,7 +150,7 @@ def configure(
     if config is not None and not isinstance(config, AcquisitionConfig):
         raise ConfigurationError(
             f"config must be an AcquisitionConfig or None; got {type(config).__name__} "
-            f"({config!r:.60}). Pass settings as keywords, e.g. DataManager(src, record=False), "
+            f"({shown(config)}). Pass settings as keywords, e.g. DataManager(src, record=False), "
             "or config=daqlab.AcquisitionConfig(...)."
         )
     return replace(config or AcquisitionConfig(), **{k: v for k, v in given.items() if v is not FROM_CONFIG})

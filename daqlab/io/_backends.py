@@ -64,6 +64,7 @@ class DaqlabBackendEntrypoint(_DaqlabEntrypoint):
     """Every run daqlab reads, detected from its contents (as ``daqlab.open_run``)."""
 
     description = "daqlab runs: NetCDF4, CSV (long/wide), the seed's HDF5 layout, recordings"
+
     def opener(self, path: Path) -> xr.Dataset:
         return open_run(path)
 
