@@ -24,6 +24,8 @@ from daqlab.errors import (
     DataRangeError,
     DatasetNotFoundError,
     FormatError,
+    IncompleteFileWarning,
+    MissingExtraError,
     NotCalibratedError,
     NotFoundError,
     ProcessingError,
@@ -34,7 +36,7 @@ from daqlab.errors import (
     SourceNotFoundError,
     StorageError,
 )
-from daqlab.io import Recorder, open_recording, open_run, open_runs, save
+from daqlab.io import Recorder, open_recording, open_run, open_runs, open_tree, save
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
 
@@ -80,7 +82,9 @@ __all__ = [
     "DataRangeError",
     "DatasetNotFoundError",
     "FormatError",
+    "IncompleteFileWarning",
     "LiveView",
+    "MissingExtraError",
     "NotCalibratedError",
     "NotFoundError",
     "Pipeline",
@@ -105,6 +109,7 @@ __all__ = [
     "open_recording",
     "open_run",
     "open_runs",
+    "open_tree",
     "processing",
     "save",
     "sources",

@@ -20,6 +20,8 @@ __all__ = [
     "DataRangeError",
     "DatasetNotFoundError",
     "FormatError",
+    "IncompleteFileWarning",
+    "MissingExtraError",
     "NotCalibratedError",
     "NotFoundError",
     "ProcessingError",
@@ -129,3 +131,14 @@ class FormatError(DaqlabError, ValueError):
 class ProcessingError(DaqlabError, ValueError):
     """A processing step cannot run as asked on this run (a cut-off at or above Nyquist,
     a series shorter than the filter needs, a bad parameter)."""
+
+
+class MissingExtraError(DaqlabError, ImportError):
+    """An optional library daqlab needs for this is not installed; the message names the
+    ``daqlab[...]`` extra that installs it."""
+
+
+class IncompleteFileWarning(UserWarning):
+    """A file was opened with only what is complete in it (cut short, being written, or not
+    finalised); what was left out is said in the message and in the run's or tree's
+    ``metadata["incomplete"]``."""

@@ -2,11 +2,21 @@
 
 from daqlab.io._atomic import atomic_path, path_error, storage_errors
 from daqlab.io._formats import TABLE, Format
-from daqlab.io._open import FORMATS, detect_format, format_for, open_run, open_runs, save
+from daqlab.io._open import (
+    FORMATS,
+    READ_ONLY,
+    detect_format,
+    format_for,
+    open_run,
+    open_runs,
+    open_tree,
+    save,
+)
 from daqlab.io._recorder import Recorder, is_recording, open_recording
 
 __all__ = [
     "FORMATS",
+    "READ_ONLY",
     "TABLE",
     "Format",
     "Recorder",
@@ -17,6 +27,7 @@ __all__ = [
     "open_recording",
     "open_run",
     "open_runs",
+    "open_tree",
     "path_error",
     "save",
     "storage_errors",

@@ -16,7 +16,7 @@ import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
@@ -25,8 +25,18 @@ from daqlab.errors import ConfigurationError, FormatError, StorageError
 from daqlab.io._atomic import probe, storage_errors
 from daqlab.io._formats import by_engine, sniff
 from daqlab.io._open import open_run
+from daqlab.tree import single_run
 
-__all__ = ["DaqlabBackendEntrypoint", "DaqlabCsvBackendEntrypoint", "DaqlabSeedBackendEntrypoint"]
+__all__ = [
+    "DaqlabAudioBackendEntrypoint",
+    "DaqlabBackendEntrypoint",
+    "DaqlabCsvBackendEntrypoint",
+    "DaqlabEdfBackendEntrypoint",
+    "DaqlabMdf4BackendEntrypoint",
+    "DaqlabSeedBackendEntrypoint",
+    "DaqlabTdmsBackendEntrypoint",
+    "DaqlabXdfBackendEntrypoint",
+]
 
 
 def _path(filename_or_obj: Any) -> Path | None:
@@ -38,7 +48,7 @@ def _path(filename_or_obj: Any) -> Path | None:
 class _DaqlabEntrypoint(BackendEntrypoint):
     """Opens a path with ``opener`` (a daqlab reader) and drops the variables asked for."""
 
-    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+    open_dataset_parameters: ClassVar[tuple[str, ...]] = ("filename_or_obj", "drop_variables")
 
     def opener(self, path: Path) -> xr.Dataset:
         raise NotImplementedError
@@ -97,7 +107,10 @@ class _FormatEngine(_DaqlabEntrypoint):
             except FormatError:  # another format's container (a plain HDF5 file...)
                 fmt = None
             # a file none of them recognises: the first one's reader says what is wrong
-            return (fmt or formats[0]).open(path, None)
+            entry = fmt or formats[0]
+            if entry.open is not None:
+                return entry.open(path, None)
+            return single_run(entry.open_tree(path, None), None, str(path))
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         path = _path(filename_or_obj)
@@ -119,6 +132,49 @@ class DaqlabCsvBackendEntrypoint(_FormatEngine):
     name = "daqlab-csv"
     what = "a CSV file"
     suffixes = (".csv",)
+
+
+class _ForeignEngine(_FormatEngine):
+    """The engine of one of other tools' formats: ``xr.open_dataset(path, engine=..., group=...)``
+    gives one run (``group`` names it where the file holds several), ``xr.open_datatree``
+    the whole file as a tree."""
+
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
+                     group: str | None = None, **kwargs: Any) -> xr.Dataset:
+        self._group = group
+        return super().open_dataset(filename_or_obj, drop_variables=drop_variables, **kwargs)
+
+    def opener(self, path: Path) -> xr.Dataset:
+        return single_run(self.open_datatree(path), getattr(self, "_group", None), str(path))
+
+    def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> xr.DataTree:
+        path = _path(filename_or_obj)
+        if path is None:
+            raise ConfigurationError(f"engine={self.name!r} opens paths (str or pathlib.Path); got "
+                                     f"{type(filename_or_obj).__name__}.")
+        with storage_errors(path, "read"):
+            (entry,) = by_engine(self.name)
+            return entry.open_tree(path, None)
+
+
+def _foreign(name: str, what: str, suffixes: tuple[str, ...], text: str) -> type[_ForeignEngine]:
+    return type(f"Daqlab{name.split('-')[1].title()}BackendEntrypoint", (_ForeignEngine,), {
+        "name": name, "what": what, "suffixes": suffixes, "description": text,
+        "__doc__": text, "__module__": __name__})
+
+
+DaqlabTdmsBackendEntrypoint = _foreign("daqlab-tdms", "a TDMS file", (".tdms",),
+                                       "NI TDMS files (npTDMS): one run per group")
+DaqlabMdf4BackendEntrypoint = _foreign("daqlab-mdf4", "an MDF4 file", (".mf4", ".mdf"),
+                                       "ASAM MDF4 files (asammdf): one run per channel group")
+DaqlabEdfBackendEntrypoint = _foreign("daqlab-edf", "an EDF/BDF file", (".edf", ".bdf"),
+                                      "EDF, EDF+ and BDF files (pyEDFlib): one run per sample rate")
+DaqlabXdfBackendEntrypoint = _foreign("daqlab-xdf", "an XDF file", (".xdf", ".xdfz"),
+                                      "XDF files (Lab Streaming Layer): one run per stream")
+DaqlabAudioBackendEntrypoint = _foreign("daqlab-audio", "a WAV or FLAC file", (".wav", ".flac"),
+                                        "WAV and FLAC files (soundfile): one run")
 
 
 class DaqlabSeedBackendEntrypoint(_FormatEngine):

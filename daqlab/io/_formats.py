@@ -1,9 +1,11 @@
 """The one table of run formats: what ``save``, ``open_run``, detection, the CLI and
 the xarray engines loop over.
 
-A format is one :class:`Format` entry: its name, the suffixes that choose it when
-saving, a sniff of the file's contents, ``open`` (path, chunks -> run), an
-optional ``save`` and the xarray engine that opens it. Adding a format is one
+A format is one :class:`Format` entry: its name, the suffixes that choose it, a
+sniff of the file's contents, ``open_tree`` (path, chunks -> a tree of runs) and,
+for formats that hold one run, ``open`` (path, chunks -> run), an optional ``save``
+and the xarray engine that opens it. Other tools' formats are read-only entries
+whose modules (and libraries, the ``daqlab[formats]`` extra) load when first used. Adding a format is one
 module with those functions, one entry in :data:`TABLE`, and a row in the
 shared format contract tests (``tests/io/test_formats.py``).
 
@@ -17,6 +19,7 @@ the order formats are listed in.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from daqlab.errors import FormatError
 from daqlab.io._csv import open_csv, save_csv, sniff_csv
 from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
 from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
+from daqlab.tree import as_tree
 
 __all__ = ["FORMATS", "TABLE", "Format", "Peek", "by_engine", "by_name", "by_suffix", "sniff"]
 
@@ -71,6 +75,7 @@ class Peek:
 
 
 Opener = Callable[[Path, Any], xr.Dataset]
+TreeOpener = Callable[[Path, Any], xr.DataTree]
 Saver = Callable[[xr.Dataset, Path, bool, bool], Path]  # run, path, overwrite, compression
 
 
@@ -84,11 +89,15 @@ class Format:
     sniff: Callable[[Peek], bool]
     """True if the peeked file is in this format (may raise a FormatError saying why a file
     of this container is not a run, e.g. a plain HDF5 file)."""
-    open: Opener
+    open_tree: TreeOpener
+    """The file as a tree of runs (one node per rate group, stream...; a single run: one node)."""
+    open: Opener | None = None
+    """The file's single run, for formats that hold one (faster than through a tree)."""
     save: Saver | None = None
     """None for formats daqlab reads but does not write."""
     suffixes: tuple[str, ...] = ()
-    """Lower-case suffixes that choose this format when saving without ``format=``."""
+    """Lower-case suffixes that choose this format when saving without ``format=`` (a read-only
+    format's are refused by ``save`` with a message naming the formats it writes)."""
     engine: str | None = None
     """The xarray engine (besides ``"daqlab"``) that opens it."""
 
@@ -105,10 +114,25 @@ def _sniff_netcdf(peek: Peek) -> bool:
     return True  # (a file too damaged to open: the NetCDF reader says what is wrong)
 
 
+def _lazy(module: str, function: str) -> TreeOpener:
+    """An opener that imports ``daqlab.io.<module>`` (and so its library) when first called."""
+    def opener(path: Path, chunks: Any) -> xr.DataTree:
+        fn: TreeOpener = getattr(importlib.import_module(f"daqlab.io.{module}"), function)
+        return fn(path, chunks)
+
+    return opener
+
+
+def _sniff_wav(peek: Peek) -> bool:
+    h = peek.head
+    return (h[:4] in (b"RIFF", b"RF64", b"BW64") and h[8:12] == b"WAVE") or h.startswith(b"fLaC")
+
+
 TABLE: tuple[Format, ...] = (
     Format(
         "netcdf", "NetCDF4/HDF5, CF-1.8 (h5netcdf)",
         sniff=_sniff_netcdf,
+        open_tree=lambda p, c: as_tree(open_netcdf(p, c)),
         open=open_netcdf,
         save=lambda run, path, overwrite, compression: save_netcdf(
             run, path, overwrite=overwrite, compression=compression),
@@ -117,6 +141,7 @@ TABLE: tuple[Format, ...] = (
     Format(
         "csv", "CSV, long form (timestamp_ms,value,channel,quality) with a JSON sidecar",
         sniff=lambda p: sniff_csv(p.head) == "csv",
+        open_tree=lambda p, c: as_tree(open_csv(p, c)),
         open=open_csv,
         save=lambda run, path, overwrite, compression: save_csv(run, path, overwrite=overwrite),
         suffixes=(".csv",),
@@ -125,6 +150,7 @@ TABLE: tuple[Format, ...] = (
     Format(
         "csv-wide", "CSV, wide form (timestamp_ms,value:<channel>,quality:<channel>,...)",
         sniff=lambda p: sniff_csv(p.head) == "csv-wide",
+        open_tree=lambda p, c: as_tree(open_csv(p, c)),
         open=open_csv,
         save=lambda run, path, overwrite, compression: save_csv(
             run, path, wide=True, overwrite=overwrite),
@@ -133,9 +159,45 @@ TABLE: tuple[Format, ...] = (
     Format(
         "seed-hdf5", "HDF5 in the seed app's /data/<channel>/timestamps|values layout",
         sniff=_sniff_seed,
+        open_tree=lambda p, c: as_tree(open_seed(p, c)),
         open=open_seed,
         save=lambda run, path, overwrite, compression: save_seed(run, path, overwrite=overwrite),
         engine="daqlab-seed",
+    ),
+    Format(
+        "tdms", "NI TDMS (LabVIEW, NI-DAQmx), read with npTDMS; one node per group",
+        sniff=lambda p: p.head.startswith(b"TDSm"),
+        open_tree=_lazy("_tdms", "open_tdms"),
+        suffixes=(".tdms",),
+        engine="daqlab-tdms",
+    ),
+    Format(
+        "mdf4", "ASAM MDF4 (vehicle and bus loggers), read with asammdf; one node per channel group",
+        sniff=lambda p: p.head[:8] in (b"MDF     ", b"UnFinMF ") and p.head[8:9] == b"4",
+        open_tree=_lazy("_mdf", "open_mdf"),
+        suffixes=(".mf4", ".mdf"),
+        engine="daqlab-mdf4",
+    ),
+    Format(
+        "edf", "EDF, EDF+ and BDF (biosignals), read with pyEDFlib; one node per sample rate",
+        sniff=lambda p: p.head[:8] in (b"0       ", b"\xffBIOSEMI"),
+        open_tree=_lazy("_edf", "open_edf"),
+        suffixes=(".edf", ".bdf"),
+        engine="daqlab-edf",
+    ),
+    Format(
+        "xdf", "XDF (Lab Streaming Layer recordings, e.g. LabRecorder); one node per stream",
+        sniff=lambda p: p.head.startswith(b"XDF:"),
+        open_tree=_lazy("_xdf", "open_xdf"),
+        suffixes=(".xdf", ".xdfz"),
+        engine="daqlab-xdf",
+    ),
+    Format(
+        "wav", "WAV and FLAC audio, read with soundfile; integer PCM kept raw with its scaling",
+        sniff=_sniff_wav,
+        open_tree=_lazy("_audio", "open_audio"),
+        suffixes=(".wav", ".flac"),
+        engine="daqlab-audio",
     ),
 )
 
@@ -145,13 +207,17 @@ _BY_SUFFIX = {s: f for f in TABLE for s in f.suffixes}
 FORMATS: tuple[str, ...] = tuple(f.name for f in TABLE if f.save is not None)
 """Formats ``save`` writes (``open_run`` reads these, and recording folders)."""
 
+READ_ONLY: tuple[str, ...] = tuple(f.name for f in TABLE if f.save is None)
+"""Other tools' formats ``open_run`` and ``open_tree`` read (the ``daqlab[formats]`` extra)."""
+
 
 def by_name(name: str) -> Format:
     """The entry called ``name``, or a FormatError listing the names."""
     try:
         return _BY_NAME[name]
     except (KeyError, TypeError):
-        raise FormatError(f"format {name!r} is not supported; choose one of {list(FORMATS)}.") from None
+        raise FormatError(f"format {name!r} is not supported; choose one of {list(FORMATS)} (or, "
+                          f"to read, {list(READ_ONLY)}).") from None
 
 
 def by_suffix(path: Path) -> Format:
@@ -185,7 +251,7 @@ def sniff(path: Path, among: tuple[Format, ...] = TABLE) -> Format | None:
 def unknown(path: Path, head: bytes) -> FormatError:
     """The error for a file no entry recognises."""
     return FormatError(
-        f"{path} is not a run daqlab can read: it is none of {list(FORMATS)} "
+        f"{path} is not a run daqlab can read: it is none of {list(FORMATS) + list(READ_ONLY)} "
         f"(first bytes {head[:16]!r}); recording folders open too."
     )
 
@@ -195,7 +261,8 @@ def _check() -> None:
     if len(_BY_NAME) != len(TABLE) or len(_BY_SUFFIX) != sum(len(f.suffixes) for f in TABLE):
         raise RuntimeError("two formats share a name or a suffix")
     engines = {f.engine for f in TABLE} - {None}
-    if not engines <= {"daqlab-csv", "daqlab-seed"}:
+    if not engines <= {"daqlab-csv", "daqlab-seed", "daqlab-tdms", "daqlab-mdf4", "daqlab-edf",
+                       "daqlab-xdf", "daqlab-audio"}:
         raise RuntimeError(f"engines {engines} need entry points in pyproject.toml")
 
 

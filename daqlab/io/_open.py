@@ -16,11 +16,12 @@ import xarray as xr
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
 from daqlab.io._csv import sidecar_path
-from daqlab.io._formats import FORMATS, by_name, by_suffix, sniff, unknown
+from daqlab.io._formats import FORMATS, READ_ONLY, by_name, by_suffix, sniff, unknown
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
 from daqlab.run import channels_of, check_chunks, coords_in_memory
+from daqlab.tree import as_tree, single_run
 
-__all__ = ["FORMATS", "detect_format", "open_run", "open_runs", "save"]
+__all__ = ["FORMATS", "READ_ONLY", "detect_format", "open_run", "open_runs", "open_tree", "save"]
 
 
 def format_for(path: Path, format: str | None) -> str:
@@ -49,7 +50,8 @@ def save(
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """The format of a saved run by its contents: one of :data:`FORMATS` or ``"recording"``."""
+    """The format of a saved run by its contents: one of :data:`FORMATS`, of
+    :data:`READ_ONLY` (other tools' files) or ``"recording"``."""
     p = as_path(path, "detect_format's path")
     with storage_errors(p, "read"):
         return _detect(p)
@@ -72,8 +74,13 @@ def _detect(p: Path) -> str:
     return fmt.name
 
 
-def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
+def open_run(path: str | os.PathLike[str], chunks: Any = None, *, group: str | None = None
+             ) -> xr.Dataset:
     """Open a saved run of any supported format, detected from its contents.
+
+    A file that holds several runs (a tree: rate groups, streams, channel groups) needs
+    ``group=``, the node's path (e.g. ``"fast"``); without it the error names the groups.
+    :func:`open_tree` opens them all.
 
     ``chunks`` (as in xarray: ``{}`` for the file's own chunks, ``"auto"``, a number of
     samples, or e.g. ``{"time": 1_000_000}``) gives a lazy dask-backed run. A recording
@@ -84,21 +91,43 @@ def open_run(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     p = as_path(path, "open_run's path")
     chunks = check_chunks(chunks)
     with storage_errors(p, "open"):  # a path the OS refuses (too long, no permission...)
-        return coords_in_memory(_open(p, chunks))
+        return coords_in_memory(_open(p, chunks, group))
 
 
-def _open(p: Path, chunks: Any) -> xr.Dataset:
+def open_tree(path: str | os.PathLike[str], chunks: Any = None) -> xr.DataTree:
+    """Open a file of any supported format as a tree of runs (``xarray.DataTree``): one node
+    per rate group, stream or channel group, each a run; a file of one run gives a tree of
+    one node (the root). ``chunks`` as in :func:`open_run`."""
+    p = as_path(path, "open_tree's path")
+    chunks = check_chunks(chunks)
+    with storage_errors(p, "open"):
+        tree = _open(p, chunks, None, whole=True)
+    return tree if isinstance(tree, xr.DataTree) else as_tree(coords_in_memory(tree))
+
+
+def _open(p: Path, chunks: Any, group: str | None, whole: bool = False) -> Any:
+    """A run (or, with ``whole``, a tree where the file holds one) of the file or recording ``p``."""
     if not probe(p, "exists", "open"):
         recording = p.with_suffix(RECORDING_SUFFIX) if p.name not in ("", ".", "..") else p
         if recording != p and is_recording(recording):
             # the recorder has not written the final file (yet: it may be consolidating now,
             # or it was killed before); should the folder vanish while it is read, the
             # final file is complete and is opened instead
-            return open_recording_or_final(recording, p, chunks, _open_file)
+            return _in_group(open_recording_or_final(recording, p, chunks, _open_file), group, p)
     fmt = _detect(p)
     if fmt == "recording":
-        return open_recording_or_final(p, None, chunks, _open_file)
-    return _open_file(p, chunks, fmt)
+        return _in_group(open_recording_or_final(p, None, chunks, _open_file), group, p)
+    entry = by_name(fmt)
+    if entry.open is not None and group is None and not whole:
+        return entry.open(p, chunks)
+    tree = entry.open_tree(p, chunks)
+    if whole:
+        return tree
+    return coords_in_memory(single_run(tree, group, str(p)))
+
+
+def _in_group(run: xr.Dataset, group: str | None, p: Path) -> xr.Dataset:
+    return run if group is None else single_run(as_tree(run), group, str(p))
 
 
 def _open_file(p: Path, chunks: Any, fmt: str | None = None) -> xr.Dataset:
@@ -106,7 +135,10 @@ def _open_file(p: Path, chunks: Any, fmt: str | None = None) -> xr.Dataset:
     fmt = _detect(p) if fmt is None else fmt
     if fmt == "recording":
         raise FormatError(f"{p} is a recording folder where a run file was expected.")
-    return by_name(fmt).open(p, chunks)
+    entry = by_name(fmt)
+    if entry.open is not None:
+        return entry.open(p, chunks)
+    return single_run(entry.open_tree(p, chunks), None, str(p))
 
 
 def _expand(paths_or_glob: object) -> list[Path]:
