@@ -9,7 +9,6 @@ An events node (:func:`make_events`)::
 
     Dimensions:  (event: E)
     Coordinates:
-      * event     (event) int64              0..E-1
         time      (event) datetime64[ns]     when each event happened (UTC)
     Data variables:
         label     (event) str                the marker or annotation text
@@ -56,8 +55,10 @@ __all__ = [
     "make_tree",
     "node_id",
     "node_names",
+    "root_attrs",
     "run_nodes",
     "single_run",
+    "tree_attrs",
 ]
 
 EVENTS = "events"
@@ -140,8 +141,7 @@ def make_events(
     return xr.Dataset(
         {"label": ("event", text[order], {"long_name": "event label"}),
          "duration": ("event", dur[order], {"long_name": "event duration", "units": "s"})},
-        coords={"event": ("event", np.arange(t.size, dtype=np.int64)),
-                "time": ("event", t[order])},
+        coords={"time": ("event", t[order])},
         attrs={"daqlab_node": EVENTS, "name": str(name),
                "metadata": check_metadata(dict(metadata or {}))},
     )
@@ -159,6 +159,18 @@ def tree_attrs(*, id: str | None = None, name: str = "", description: str = "",
         raise ConfigurationError(f"a tree's id must be a UUID; got {shown(id)}.") from None
     return {"id": tid, "name": name, "description": description,
             "created_at": iso_utc(created_at), "metadata": check_metadata(dict(metadata or {}))}
+
+
+def root_attrs(tree: xr.DataTree) -> dict[str, Any]:
+    """The root attributes of ``tree`` checked, with defaults for those it lacks (a new id,
+    ``created_at`` the earliest of its runs', empty name, description and metadata); other
+    attributes are kept after them."""
+    given = {str(k): v for k, v in tree.attrs.items()}
+    if "created_at" not in given:
+        starts = [ds.attrs["created_at"] for ds in run_nodes(tree).values() if "created_at" in ds.attrs]
+        given["created_at"] = min(starts) if starts else None
+    checked = tree_attrs(**{k: given.pop(k) for k in TREE_ATTRS if k in given})
+    return {**checked, **given}
 
 
 def make_tree(

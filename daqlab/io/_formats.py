@@ -31,7 +31,8 @@ import xarray as xr
 
 from daqlab.errors import FormatError
 from daqlab.io._csv import open_csv, save_csv, sniff_csv
-from daqlab.io._netcdf import open_netcdf, refuse_non_netcdf4, save_netcdf
+from daqlab.io._nctree import open_netcdf_run, open_netcdf_tree, save_netcdf_tree
+from daqlab.io._netcdf import refuse_non_netcdf4, save_netcdf
 from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
 from daqlab.tree import as_tree
 
@@ -77,6 +78,7 @@ class Peek:
 Opener = Callable[[Path, Any], xr.Dataset]
 TreeOpener = Callable[[Path, Any], xr.DataTree]
 Saver = Callable[[xr.Dataset, Path, bool, bool], Path]  # run, path, overwrite, compression
+TreeSaver = Callable[[xr.DataTree, Path, bool, bool], Path]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Format:
     """The file's single run, for formats that hold one (faster than through a tree)."""
     save: Saver | None = None
     """None for formats daqlab reads but does not write."""
+    save_tree: TreeSaver | None = None
+    """For formats that store a tree of several runs (NetCDF's groups)."""
     suffixes: tuple[str, ...] = ()
     """Lower-case suffixes that choose this format when saving without ``format=`` (a read-only
     format's are refused by ``save`` with a message naming the formats it writes)."""
@@ -132,10 +136,12 @@ TABLE: tuple[Format, ...] = (
     Format(
         "netcdf", "NetCDF4/HDF5, CF-1.8 (h5netcdf)",
         sniff=_sniff_netcdf,
-        open_tree=lambda p, c: as_tree(open_netcdf(p, c)),
-        open=open_netcdf,
+        open_tree=open_netcdf_tree,
+        open=open_netcdf_run,
         save=lambda run, path, overwrite, compression: save_netcdf(
             run, path, overwrite=overwrite, compression=compression),
+        save_tree=lambda tree, path, overwrite, compression: save_netcdf_tree(
+            tree, path, overwrite=overwrite, compression=compression),
         suffixes=(".nc", ".nc4", ".h5", ".hdf5"),
     ),
     Format(

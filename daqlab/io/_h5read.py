@@ -73,7 +73,7 @@ class H5Variable:
 
 
 def through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any],
-                  opened: list[H5Variable]) -> xr.Dataset:
+                  opened: list[H5Variable], group: str = "/") -> xr.Dataset:
     """``ds`` (opened lazily by xarray in the file's chunks) with its sample variables read
     straight through h5py in ``chunks`` (``{}``: the file's), where nothing but reading is
     needed to decode them."""
@@ -81,7 +81,7 @@ def through_h5py(ds: xr.Dataset, path: Path, chunks: dict[str, Any],
         var = ds.variables.get(name)
         if var is None or var.chunks is None or any(k in var.attrs or k in var.encoding for k in PACKING):
             continue
-        ds[name] = _lazy_samples(path, name, var, chunks, opened)
+        ds[name] = _lazy_samples(path, _in(group, name), var, chunks, opened)
     return ds
 
 
@@ -188,10 +188,12 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
-def _check_layout(f: h5py.File, path: Path) -> None:
-    """Refuse a file that is not a daqlab run, or whose variables are missing or of the wrong
-    shape or kind, naming the variable (xarray would fail deep inside, or open a wrong run)."""
-    refuse_non_netcdf4(f, path)
+def _check_layout(f: h5py.Group, path: Path, group: str = "/") -> None:
+    """Refuse a file (or group) that is not a daqlab run, or whose variables are missing or of
+    the wrong shape or kind, naming the variable (xarray would fail deep inside, or open a wrong
+    run)."""
+    if group.strip("/"):
+        path = Path(f"{path} (group {group!r})")
     if SCHEMA_ATTR not in f.attrs:
         raise FormatError(
             f"{path} is a NetCDF file but not a daqlab run (no {SCHEMA_ATTR} attribute): it has "
@@ -227,8 +229,13 @@ def _damaged(path: Path, name: str, problem: str, written: str) -> NoReturn:
     )
 
 
+def _in(group: str, name: str) -> str:
+    """The HDF5 path of variable ``name`` in netCDF group ``group`` (``"/"``: the root)."""
+    return name if group.strip("/") == "" else f"{group.strip('/')}/{name}"
+
+
 def read_plain(path: Path, chunks: dict[str, Any] | None = None,
-                opened: list[H5Variable] | None = None) -> xr.Dataset | None:
+                opened: list[H5Variable] | None = None, group: str = "/") -> xr.Dataset | None:
     """A daqlab NetCDF file read whole through h5py, CF-decoded by xarray; ``None`` when the
     file holds anything else (another tool added a variable, packed the data, ...), which
     xarray's h5netcdf reader then opens.
@@ -240,8 +247,10 @@ def read_plain(path: Path, chunks: dict[str, Any] | None = None,
     h5py chunk by chunk (see :func:`_lazy_samples`). A file h5py cannot read is a FormatError.
     """
     try:
-        with h5py.File(path, "r") as f:
-            _check_layout(f, path)
+        with h5py.File(path, "r") as root:
+            refuse_non_netcdf4(root, path)
+            f = root[group] if group.strip("/") else root
+            _check_layout(f, path, group)
             found = [k for k in f if not (isinstance(f[k], h5py.Dataset) and bytes(
                 f[k].attrs.get("NAME", b"")).startswith(_BARE_DIMENSION))]
             if not {"time", "cal_date"} <= set(found) <= _PLAIN_DIMS.keys() or any(
@@ -249,7 +258,7 @@ def read_plain(path: Path, chunks: dict[str, Any] | None = None,
                 return None
             with ThreadPoolExecutor(1, thread_name_prefix="daqlab-read") as pool:
                 variables = _read_variables(f, found, pool, path, chunks,
-                                            [] if opened is None else opened)
+                                            [] if opened is None else opened, group)
             attrs = _attrs(f)
     except DaqlabError:
         raise
@@ -271,8 +280,8 @@ def read_plain(path: Path, chunks: dict[str, Any] | None = None,
         return None
 
 
-def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor, path: Path,
-                    chunks: dict[str, Any] | None, opened: list[H5Variable]
+def _read_variables(f: h5py.Group, names: list[str], pool: ThreadPoolExecutor, path: Path,
+                    chunks: dict[str, Any] | None, opened: list[H5Variable], group: str = "/"
                     ) -> dict[str, xr.Variable] | None:
     """Every variable of ``names`` (``None`` if one is not as daqlab writes it). The quality
     flags are inflated and the times decoded in ``pool`` while the samples are read: numpy
@@ -312,7 +321,8 @@ def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor, pa
         elif chunks is not None and name in ("value", "quality", "raw"):
             # (only the chunks of this placeholder count)
             stored = dask.array.empty(d.shape, dtype=d.dtype, chunks=d.chunks or d.shape)
-            read[name] = _lazy_samples(path, name, xr.Variable(dims, stored, _attrs(d)), chunks, opened)
+            read[name] = _lazy_samples(path, _in(group, name), xr.Variable(dims, stored, _attrs(d)),
+                                       chunks, opened)
         else:
             read[name] = xr.Variable(dims, d[()], _attrs(d))
     if deflated is not None:
@@ -324,7 +334,7 @@ def _read_variables(f: h5py.File, names: list[str], pool: ThreadPoolExecutor, pa
 
 def _dim_names(d: h5py.Dataset) -> tuple[str, ...]:
     """The names of a dataset's netCDF dimensions (its HDF5 dimension scales)."""
-    return tuple(dim[0].name.lstrip("/") if len(dim) else "" for dim in d.dims)
+    return tuple(dim[0].name.rsplit("/", 1)[-1] if len(dim) else "" for dim in d.dims)
 
 
 def _deflated_chunks(d: h5py.Dataset) -> list[tuple[tuple[int, ...], bytes]] | None:

@@ -176,13 +176,14 @@ def _strip_cf(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def _verify(tmp: Path, run: xr.Dataset) -> None:
+def _verify(tmp: Path, run: xr.Dataset, group: str = "/") -> None:
     """Reopen what was written (plain h5py: cheap) and compare shape, time span and (for a run in
-    memory) the last samples."""
+    memory) the last samples, of the run at ``group``."""
     n = run.sizes["time"]
     problems = []
     try:
-        with h5py.File(tmp, "r") as f:
+        with h5py.File(tmp, "r") as file:
+            f = file[group] if group.strip("/") else file
             shape = f["value"].shape
             if shape != (run.sizes["channel"], n):
                 problems.append(f"value has shape {shape}, expected {(run.sizes['channel'], n)}")
@@ -282,17 +283,18 @@ def _char_attributes(tmp: Path) -> None:
         f.visititems(lambda _, obj: fix(obj))
 
 
-def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
+def open_netcdf(path: Path, chunks: Any = None, group: str = "/") -> xr.Dataset:
     """Open a daqlab NetCDF run (lazily with ``chunks``); refuse foreign and newer files.
 
     A damaged file (a variable missing, or of the wrong shape or kind) is a FormatError naming
     the variable. Read eagerly, quality flags outside :class:`~daqlab.Quality` are a FormatError
     too; read lazily they are left to :func:`daqlab.validate` (which reads every sample).
-    ``run.close()`` on a lazy run closes the files it reads.
+    ``run.close()`` on a lazy run closes the files it reads. ``group``: the netCDF group that
+    holds the run (a node of a tree, :mod:`daqlab.io._nctree`).
     """
     chunks = check_chunks(chunks)
     opened: list[H5Variable] = []  # what a lazy run reads through, closed by run.close()
-    ds = read_plain(path, chunks, opened)
+    ds = read_plain(path, chunks, opened, group)
     plain = ds is not None
     if ds is None:
         try:
@@ -301,9 +303,9 @@ def open_netcdf(path: Path, chunks: Any = None) -> xr.Dataset:
                 warnings.simplefilter("ignore", UserWarning)
                 # lazily in the file's own chunks; the samples are then read in the chunks asked for
                 ds = xr.open_dataset(path, engine="h5netcdf", chunks=None if chunks is None else {},
-                                     decode_times=False)
+                                     decode_times=False, group=None if group == "/" else group)
             if chunks is not None:
-                ds = chunk_samples(through_h5py(ds, path, chunks, opened), chunks)
+                ds = chunk_samples(through_h5py(ds, path, chunks, opened, group), chunks)
         except DaqlabError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:

@@ -19,7 +19,7 @@ from daqlab.io._csv import sidecar_path
 from daqlab.io._formats import FORMATS, READ_ONLY, by_name, by_suffix, sniff, unknown
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
 from daqlab.run import channels_of, check_chunks, coords_in_memory
-from daqlab.tree import as_tree, single_run
+from daqlab.tree import as_tree, check_tree, run_nodes, single_run
 
 __all__ = ["FORMATS", "READ_ONLY", "detect_format", "open_run", "open_runs", "open_tree", "save"]
 
@@ -30,10 +30,13 @@ def format_for(path: Path, format: str | None) -> str:
 
 
 def save(
-    run: xr.Dataset, path: str | os.PathLike[str], format: str | None = None,
+    run: xr.Dataset | xr.DataTree, path: str | os.PathLike[str], format: str | None = None,
     *, overwrite: bool = False, compression: bool = False,
 ) -> Path:
-    """Save ``run`` to ``path``; returns the path written.
+    """Save ``run`` (or a tree of runs, ``xarray.DataTree``) to ``path``; returns the path written.
+
+    A tree of several runs is written to NetCDF as netCDF-4 groups, one per node (other
+    formats hold one run: save each node, ``tree["fast"].to_dataset()``).
 
     ``format`` is one of :data:`FORMATS`, or taken from the suffix (``.nc``,
     ``.h5`` -> NetCDF4; ``.csv`` -> long CSV). Every format is written under a
@@ -46,6 +49,16 @@ def save(
     if fmt.save is None:
         raise FormatError(f"daqlab reads {fmt.name} files but does not write them; save as one "
                           f"of {list(FORMATS)}.")
+    if isinstance(run, xr.DataTree):
+        if fmt.save_tree is not None:
+            return fmt.save_tree(run, p, overwrite, compression)
+        runs = run_nodes(check_tree(run, check_data=False))
+        if list(runs) != ["/"]:
+            raise FormatError(
+                f"{fmt.name} holds one run, and this tree has {len(runs)} (at {list(runs)}); save "
+                "it as NetCDF (format='netcdf', a .nc path), which keeps each run as a group, or save "
+                "each run on its own (tree['<node>'].to_dataset()).")
+        run = runs["/"]
     return fmt.save(run, p, overwrite, compression)
 
 
