@@ -18,11 +18,12 @@ from tqdm import tqdm
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
-from daqlab.io import FORMATS, TABLE, detect_format, open_run, path_error, save
+from daqlab.io import FORMATS, TABLE, detect_format, open_run, open_tree, path_error, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
+from daqlab.tree import events_nodes, run_nodes
 
-__all__ = ["main", "summary"]
+__all__ = ["main", "summary", "tree_summary"]
 
 
 MAX_DEMO_CHANNELS = 10_000  # beyond, building the simulated channels takes minutes and GBs
@@ -112,22 +113,47 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def tree_summary(tree: xr.DataTree, path: Path | None = None) -> str:
+    """:func:`summary` of each run of a tree (one group after the other), and its events nodes;
+    a tree of one run is that run's summary."""
+    runs, events = run_nodes(tree), events_nodes(tree)
+    if list(runs) == ["/"] and not events:
+        return summary(runs["/"], path)
+    lines = [f"tree       {tree.attrs.get('name') or '(unnamed)'}  id {tree.attrs.get('id', '?')}",
+             f"groups     {len(runs)} run(s): {', '.join(runs)}"
+             + (f"; {len(events)} events node(s): {', '.join(events)}" if events else "")]
+    if path is not None:
+        lines.append(f"file       {path}")
+    for key, run in runs.items():
+        lines += ["", f"group {key}", *(f"  {line}" for line in summary(run).splitlines())]
+    for key, ev in events.items():
+        n = ev.sizes.get("event", 0)
+        span = f", {ev['time'].values[0]} .. {ev['time'].values[-1]} UTC" if n else ""
+        labels = sorted({str(x) for x in ev["label"].values.tolist()})
+        lines += ["", f"events {key}", f"  {n} event(s){span}",
+                  f"  labels {', '.join(labels[:8])}{' ...' if len(labels) > 8 else ''}"]
+    return "\n".join(lines)
+
+
 def _info(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    run = open_run(path, chunks={})
+    tree = open_tree(path, chunks={})
     fmt = detect_format(path)
     described = {f.name: f.description for f in TABLE}
-    print(summary(run, path))
+    print(tree_summary(tree, path))
     print(f"format     {fmt}" + (f" ({described[fmt]})" if fmt in described else ""))
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
-    run = open_run(src, chunks={})
-    out = save(run, dst, args.format, overwrite=args.overwrite, compression=args.compress)
-    print(f"{detect_format(src)} {src} -> {detect_format(out)} {out} "
-          f"({run.sizes['channel']} channels x {run.sizes['time']} samples)")
+    tree = open_tree(src, chunks={})
+    runs = run_nodes(tree)
+    out = save(runs["/"] if list(runs) == ["/"] else tree, dst, args.format,
+               overwrite=args.overwrite, compression=args.compress)
+    what = ", ".join(f"{key}: {run.sizes['channel']} channels x {run.sizes['time']} samples"
+                     for key, run in runs.items())
+    print(f"{detect_format(src)} {src} -> {detect_format(out)} {out} ({what})")
     return 0
 
 

@@ -6,19 +6,20 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, overload, runtime_checkable
 
 import xarray as xr
 
 from daqlab.checks import is_whole
 from daqlab.errors import ProcessingError, SchemaError
-from daqlab.io import format_for, open_run, save
+from daqlab.io import format_for, open_tree, save
 from daqlab.processing._average import moving_average
 from daqlab.processing._filters import bandpass, decimate, highpass, lowpass
 from daqlab.processing._resample import resample
 from daqlab.processing._runs import history, processed_attrs, source_arrays
 from daqlab.run import calibrate as _calibrate_run
 from daqlab.run import validate
+from daqlab.tree import check_tree, run_nodes
 
 __all__ = [
     "BandPass",
@@ -212,8 +213,51 @@ class Pipeline:
         """The steps and their parameters, as they will be recorded in the output."""
         return [{"step": _step_name(s), "params": _step_params(s)} for s in self.steps]
 
-    def apply(self, run: xr.Dataset, chunks: int | None = None) -> xr.Dataset:
-        """Run every step on ``run``; lazy when ``run`` is dask-backed (or ``chunks`` samples given)."""
+    @overload
+    def apply(self, run: xr.Dataset, chunks: int | None = None, *,
+              groups: Iterable[str] | None = None) -> xr.Dataset: ...
+
+    @overload
+    def apply(self, run: xr.DataTree, chunks: int | None = None, *,
+              groups: Iterable[str] | None = None) -> xr.DataTree: ...
+
+    def apply(self, run: xr.Dataset | xr.DataTree, chunks: int | None = None, *,
+              groups: Iterable[str] | None = None) -> xr.Dataset | xr.DataTree:
+        """Run every step on ``run``; lazy when ``run`` is dask-backed (or ``chunks`` samples given).
+
+        Given a tree of runs (``xarray.DataTree``), the steps run on each run node on its own
+        (each at its own rate; ``groups``: only those nodes, e.g. ``["fast"]``, the others kept
+        as they are) and a tree of the same shape is returned, events nodes and the root's
+        attributes as they were. An error names the node it happened in."""
+        if isinstance(run, xr.DataTree):
+            return self._apply_tree(run, chunks, groups)
+        if groups is not None:
+            raise ProcessingError("groups= chooses nodes of a tree of runs; this is one run.")
+        return self._apply_run(run, chunks)
+
+    def _apply_tree(self, tree: xr.DataTree, chunks: int | None,
+                    groups: Iterable[str] | None) -> xr.DataTree:
+        check_tree(tree, check_data=False)
+        runs = run_nodes(tree)
+        if isinstance(groups, (str, bytes)) or not (groups is None or isinstance(groups, Iterable)):
+            raise ProcessingError(f"groups must be a list of run nodes such as {list(runs)[:1]}; "
+                                  f"got {groups!r}.")
+        chosen = list(runs) if groups is None else ["/" + str(g).strip("/") for g in groups]
+        unknown = [g for g in chosen if g not in runs]
+        if unknown:
+            raise ProcessingError(f"groups={groups!r}: {unknown} are not run nodes of this tree; its "
+                                  f"runs are at {list(runs)}.")
+        nodes = {node.path: node.to_dataset(inherit=False) for node in tree.subtree}
+        for key, run in runs.items():
+            if key not in chosen:
+                continue
+            try:
+                nodes[key] = self._apply_run(run, chunks)
+            except ProcessingError as exc:
+                raise ProcessingError(f"in node {key} of the tree: {exc}") from exc
+        return xr.DataTree.from_dict(nodes)
+
+    def _apply_run(self, run: xr.Dataset, chunks: int | None) -> xr.Dataset:
         source_arrays(run, "Pipeline.apply")
         if chunks is not None:
             run = run.chunk({"time": chunks})
@@ -247,8 +291,12 @@ class Pipeline:
         overwrite: bool = False,
         compression: bool = False,
         progress: bool = True,
+        groups: Iterable[str] | None = None,
     ) -> Path:
         """Stream the run saved at ``src`` through the pipeline into a NetCDF file ``dst``, out of core.
+
+        A file of several runs (a tree: rate groups, streams) is streamed node by node into a
+        tree of the same shape (netCDF-4 groups); ``groups`` as in :meth:`apply`.
 
         The source is opened lazily in chunks of ``chunk_size`` samples: the
         samples in memory stay bounded by a few chunks per channel (plus the
@@ -272,7 +320,16 @@ class Pipeline:
         if not is_whole(chunk_size) or chunk_size < 1:
             raise ProcessingError(f"chunk_size must be a positive number of samples; got {chunk_size!r}.")
         # open in the file's own chunks (reading across them is slow), then cut to chunk_size
-        out = self.apply(open_run(src, chunks={}).chunk({"time": int(chunk_size)}))
+        tree = open_tree(src, chunks={})
+        runs = run_nodes(tree)
+        if list(runs) == ["/"]:
+            out: xr.Dataset | xr.DataTree = self.apply(runs["/"].chunk({"time": int(chunk_size)}),
+                                                       groups=groups)
+        else:
+            out = self.apply(xr.DataTree.from_dict({
+                node.path: node.to_dataset(inherit=False) for node in tree.subtree}
+                | {key: run.chunk({"time": int(chunk_size)}) for key, run in runs.items()}),
+                groups=groups)
         if not progress:
             return save(out, dst, overwrite=overwrite, compression=compression)
         from tqdm.dask import TqdmCallback

@@ -240,7 +240,7 @@ def test_a_step_returning_a_non_run_is_refused(step: Callable[[xr.Dataset], Any]
 
 def test_apply_refuses_a_non_run() -> None:
     with pytest.raises(dl.ProcessingError, match=r"Pipeline\.apply takes a run .*got list\."):
-        Pipeline([MovingAverage(2)]).apply([[1.0, 2.0]])  # type: ignore[arg-type]
+        Pipeline([MovingAverage(2)]).apply([[1.0, 2.0]])  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------------- Pipeline.run, file to file
