@@ -54,9 +54,10 @@ from daqlab.events import (
     NewData,
     Subscription,
 )
-from daqlab.io import Recorder, save, storage_errors
-from daqlab.run import check_metadata, run_attrs
+from daqlab.io import SESSION_SUFFIX, Recorder, open_run, save, storage_errors, write_session
+from daqlab.run import check_metadata, iso_utc, run_attrs
 from daqlab.sources import Source
+from daqlab.tree import make_tree, node_names
 
 __all__ = ["AcquisitionConfig", "DataManager", "DatasetRecord"]
 
@@ -163,6 +164,11 @@ class DataManager:
         self._shutdown = ShutdownHooks(self, handle_sigint=self.config.handle_sigint,
                                        output_dir=self.config.output_dir)
         self._started_at = ""
+        self.id = str(uuid.uuid4())
+        """The session's id: the id of :meth:`snapshot_tree`'s and :meth:`export_session`'s tree."""
+        self.session_path: Path | None = None
+        """The session manifest (recording several sources): ``daqlab.open_tree`` opens it as a
+        tree of their recordings, also after a crash."""
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -197,6 +203,10 @@ class DataManager:
                         flush_interval=self.config.flush_interval, publish=self.bus.publish,
                         source_name=n, clock=self._clock,
                     )
+                if len(self.recorders) > 1:
+                    self.session_path = write_session(
+                        self.config.output_dir / f"{self._started_at}-{self.name}{SESSION_SUFFIX}",
+                        {n: rec.path for n, rec in self.recorders.items()}, **self._tree_attrs())
             for rec in self.recorders.values():
                 rec.start()
             for n, src in self.sources.items():
@@ -224,6 +234,10 @@ class DataManager:
         for src in started:
             with contextlib.suppress(Exception):
                 src.stop()
+        if self.session_path is not None:
+            with contextlib.suppress(OSError):
+                self.session_path.unlink()
+            self.session_path = None
         for rec in self.recorders.values():
             try:
                 rec.discard()
@@ -398,6 +412,46 @@ class DataManager:
             return buf.latest()
         wanted = real(seconds, "seconds", lower=0, note="or None")
         return buf.latest(math.ceil(wanted * buf.sample_rate))
+
+    def _tree_attrs(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "metadata": self._metadata,
+                "created_at": iso_utc(_dt.datetime.strptime(self._started_at, "%Y%m%dT%H%M%SZ")
+                                      .replace(tzinfo=_dt.UTC)) if self._started_at else None}
+
+    def snapshot_tree(self, seconds: float | None = None) -> xr.DataTree:
+        """The latest ``seconds`` of every source (everything buffered when ``None``), each at
+        its own rate, as one tree of runs: a node per source, named after it (a copy)."""
+        names = node_names(self.sources)
+        return make_tree({key: self.snapshot(seconds, source=n) for key, n in zip(names, self.sources,
+                                                                              strict=True)},
+                         **self._tree_attrs())
+
+    def session_tree(self) -> xr.DataTree:
+        """The whole session as one tree, a node per source: every sample recorded (read
+        lazily from the recordings) where the manager records, else what the ring buffers
+        hold. While running, the recorders are flushed first."""
+        if not self.recorders:
+            return self.snapshot_tree()
+        runs = {}
+        with self._save_lock:
+            for key, (n, rec) in zip(node_names(self.recorders), self.recorders.items(), strict=True):
+                if self._state == "running" and rec.error is None:
+                    rec.flush_through(self.buffers[n].written, timeout=self.config.stop_timeout)
+                runs[key] = open_run(rec.path, chunks={})
+        return make_tree(runs, **self._tree_attrs())
+
+    def export_session(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
+        """Save :meth:`session_tree` as one NetCDF file of groups (default: ``<output_dir>/
+        <start>-<name>-session.nc``) and return its path."""
+        tree = self.session_tree()
+        if path is None:
+            self._make_output_dir()
+            stamp = self._started_at or _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            path = self.config.output_dir / f"{stamp}-{self.name}-session.nc"
+        out = save(tree, path, "netcdf", overwrite=overwrite, compression=self.config.compression)
+        if out not in self.saved:
+            self.saved.append(out)
+        return out
 
     def subscribe(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,3 +98,13 @@ def is_valid_channel_name(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def node(tree: object, key: str) -> Any:
+    """The node ``key`` of a DataTree as a Dataset (its own variables, typed for mypy)."""
+    import xarray as xr
+
+    assert isinstance(tree, xr.DataTree), type(tree)
+    sub = tree[key]
+    assert isinstance(sub, xr.DataTree), f"{key} is not a node"
+    return sub.to_dataset()

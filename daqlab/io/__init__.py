@@ -13,10 +13,12 @@ from daqlab.io._open import (
     save,
 )
 from daqlab.io._recorder import Recorder, is_recording, open_recording
+from daqlab.io._session import SESSION_SUFFIX, write_session
 
 __all__ = [
     "FORMATS",
     "READ_ONLY",
+    "SESSION_SUFFIX",
     "TABLE",
     "Format",
     "Recorder",
@@ -31,4 +33,5 @@ __all__ = [
     "path_error",
     "save",
     "storage_errors",
+    "write_session",
 ]

@@ -34,6 +34,7 @@ from daqlab.io._csv import open_csv, save_csv, sniff_csv
 from daqlab.io._nctree import open_netcdf_run, open_netcdf_tree, save_netcdf_tree
 from daqlab.io._netcdf import refuse_non_netcdf4, save_netcdf
 from daqlab.io._seed import is_seed_hdf5, open_seed, save_seed
+from daqlab.io._session import open_session, sniff_session
 from daqlab.tree import as_tree
 
 __all__ = ["FORMATS", "TABLE", "Format", "Peek", "by_engine", "by_name", "by_suffix", "sniff"]
@@ -127,6 +128,12 @@ def _lazy(module: str, function: str) -> TreeOpener:
     return opener
 
 
+def _open_session(path: Path, chunks: Any) -> xr.DataTree:
+    from daqlab.io._open import open_run  # (it loops over this table)
+
+    return open_session(path, chunks, lambda p, c: open_run(p, c))
+
+
 def _sniff_wav(peek: Peek) -> bool:
     h = peek.head
     return (h[:4] in (b"RIFF", b"RF64", b"BW64") and h[8:12] == b"WAVE") or h.startswith(b"fLaC")
@@ -204,6 +211,11 @@ TABLE: tuple[Format, ...] = (
         open_tree=_lazy("_audio", "open_audio"),
         suffixes=(".wav", ".flac"),
         engine="daqlab-audio",
+    ),
+    Format(
+        "session", "a DataManager's session of several sources: a JSON manifest of their recordings",
+        sniff=lambda p: sniff_session(p.head),
+        open_tree=_open_session,
     ),
 )
 

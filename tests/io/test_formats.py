@@ -145,7 +145,7 @@ def test_open_runs_refuses_mismatches_and_overlaps(tmp_path: Path) -> None:
     ("content", "pattern"),
     [
         (b"", r"it is none of \[.netcdf., .csv., .csv-wide., .seed-hdf5., .tdms., .mdf4., .edf., "
-             r".xdf., .wav.\]"),
+             r".xdf., .wav., .session.\]"),
         (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, r"could not be read|not a daqlab run|corrupt|truncated"),
         (b"hello,world\n1,2\n", r"it is none of \[.netcdf., .csv., .csv-wide., .seed-hdf5., .tdms."),
     ],

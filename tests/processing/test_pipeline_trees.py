@@ -12,6 +12,7 @@ import xarray as xr
 import daqlab as dl
 from daqlab.processing import Decimate, LowPass, MovingAverage
 from daqlab.tree import make_events, make_tree
+from tests.helpers import node
 
 
 def _tree() -> xr.DataTree:
@@ -33,7 +34,7 @@ def test_apply_maps_over_every_run_node_at_its_own_rate() -> None:
         run = tree[key].to_dataset()
         sos = scipy.signal.butter(4, 10.0, fs=run.attrs["sample_rate"], output="sos")
         want = scipy.signal.sosfiltfilt(sos, run["value"].values, axis=-1)
-        np.testing.assert_allclose(out[key]["value"].values, want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(node(out, key)["value"].values, want, rtol=1e-9, atol=1e-12)
         assert out[key].attrs["metadata"]["processing"][0]["step"] == "lowpass"
     xr.testing.assert_identical(out["ev"].to_dataset(), tree["ev"].to_dataset())
 
@@ -48,7 +49,7 @@ def test_apply_on_a_tree_is_lazy_where_its_runs_are() -> None:
         "/fast": tree["fast"].to_dataset().chunk({"time": 500})})
     out = dl.Pipeline([MovingAverage(4)]).apply(lazy)
     assert out["fast"]["value"].chunks is not None
-    np.testing.assert_allclose(out["fast"]["value"].values,
+    np.testing.assert_allclose(node(out, "fast")["value"].values,
                                dl.Pipeline([MovingAverage(4)]).apply(tree["fast"].to_dataset())["value"].values)
 
 
@@ -74,7 +75,8 @@ def test_run_streams_a_tree_file_into_a_tree_file(tmp_path: Path) -> None:
     back = dl.open_tree(dst)
     want = dl.Pipeline([Decimate(2)]).apply(tree)
     for key in ("fast", "slow"):
-        np.testing.assert_allclose(back[key]["value"].values, want[key]["value"].values, atol=1e-12)
-        np.testing.assert_array_equal(back[key]["time"].values, want[key]["time"].values)
+        np.testing.assert_allclose(node(back, key)["value"].values, node(want, key)["value"].values,
+                                   atol=1e-12)
+        np.testing.assert_array_equal(node(back, key)["time"].values, node(want, key)["time"].values)
     xr.testing.assert_identical(back["ev"].to_dataset(), tree["ev"].to_dataset())
     assert back.attrs["name"] == "rig"
