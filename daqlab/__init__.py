@@ -42,13 +42,14 @@ from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibra
 
 if TYPE_CHECKING:
     from daqlab import processing
-    from daqlab.processing import Pipeline, Processor
+    from daqlab.processing import Pipeline, Processor, align
     from daqlab.view import LiveView, SpectrumView
 
 _LAZY = {
     "processing": ("daqlab.processing", None),
     "Pipeline": ("daqlab.processing", "Pipeline"),
     "Processor": ("daqlab.processing", "Processor"),
+    "align": ("daqlab.processing", "align"),
     "LiveView": ("daqlab.view", "LiveView"),
     "SpectrumView": ("daqlab.view", "SpectrumView"),
 }
@@ -102,6 +103,7 @@ __all__ = [
     "SpectrumView",
     "StorageError",
     "__version__",
+    "align",
     "calibrate",
     "empty_run",
     "events",

@@ -6,6 +6,7 @@ follow the rules in :mod:`daqlab.processing._quality`: bridged, never
 poisoning the series, and flagged wherever they reach.
 """
 
+from daqlab.processing._align import align
 from daqlab.processing._average import moving_average
 from daqlab.processing._filters import bandpass, decimate, highpass, lowpass
 from daqlab.processing._pipeline import (
@@ -34,6 +35,7 @@ __all__ = [
     "Pipeline",
     "Processor",
     "Resample",
+    "align",
     "bandpass",
     "calibrate",
     "decimate",
