@@ -156,3 +156,37 @@ def test_info_counts_flags_outside_quality(tmp_path: Path, capsys: pytest.Captur
     assert run_cli(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "quality    good 2, suspect 0, bad 0, interpolated 0, not a Quality flag 2" in out
+
+
+def _tree_file(folder: Path) -> Path:
+    from daqlab.tree import make_events, make_tree
+
+    fast = dl.make_run(np.arange(6.0).reshape(2, 3), ["a", "b"], sample_rate=100.0, start="2024-01-01")
+    slow = dl.make_run([[np.nan, 1.0]], [dl.Channel("t", "degC")], sample_rate=1.0, start="2024-01-01")
+    ev = make_events(np.array(["2024-01-01T00:00:00.5"], "datetime64[ns]"), ["go"], name="markers")
+    return dl.save(make_tree({"fast": fast, "slow": slow, "markers": ev}, name="rig"),
+                   folder / "rig.nc")
+
+
+def test_info_lists_a_trees_groups_and_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["info", str(_tree_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "tree       rig" in out
+    assert "groups     2 run(s): /fast, /slow; 1 events node(s): /markers" in out
+    assert "group /fast\n  run " in out and "  samples    3 per channel at 100 Hz" in out  # noqa: PT018
+    assert "group /slow" in out and "  quality    good 1, suspect 0, bad 1, interpolated 0" in out  # noqa: PT018
+    assert "events /markers\n  1 event(s), 2024-01-01T00:00:00.500000000" in out
+    assert "format     netcdf" in out
+
+
+def test_convert_keeps_a_tree_in_netcdf_and_refuses_csv(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    src = _tree_file(tmp_path)
+    assert run_cli(["convert", str(src), str(tmp_path / "copy.nc")]) == 0
+    assert "(/fast: 2 channels x 3 samples, /slow: 1 channels x 2 samples)" in capsys.readouterr().out
+    a, b = dl.open_tree(src), dl.open_tree(tmp_path / "copy.nc")
+    for key in ("fast", "slow", "markers"):
+        xr.testing.assert_identical(a[key].to_dataset(), b[key].to_dataset())
+    assert run_cli(["convert", str(src), str(tmp_path / "copy.csv")]) == 2
+    assert "csv holds one run, and this tree has 2" in capsys.readouterr().err
+    assert not (tmp_path / "copy.csv").exists()
