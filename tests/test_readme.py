@@ -121,6 +121,9 @@ def test_readme_code_runs_verbatim(tmp_path: Path) -> None:
     assert not [p for p in made if Path(p).name.startswith(".")], f"temporary files left: {made}"
     import daqlab as dl
 
+    from daqlab.tree import run_nodes
+
     for name in made:
         if name.endswith(".nc"):
-            assert dl.open_run(work / name).sizes["time"] > 0, f"{name} holds no samples"
+            for key, run in run_nodes(dl.open_tree(work / name)).items():
+                assert run.sizes["time"] > 0, f"{name} ({key}) holds no samples"
