@@ -250,7 +250,8 @@ def single_run(tree: xr.DataTree, group: str | None, what: str) -> xr.Dataset:
 
 def check_tree(tree: object, *, check_data: bool = True) -> xr.DataTree:
     """``tree`` if it is a DataTree whose data nodes are each a valid run or events node, and
-    which holds at least one run; one SchemaError listing every problem otherwise."""
+    which holds at least one (a file of markers only is a tree of events nodes); one
+    SchemaError listing every problem otherwise."""
     if isinstance(tree, xr.Dataset):
         return as_tree(validate(tree, check_data=check_data))
     if not isinstance(tree, xr.DataTree):
@@ -261,6 +262,7 @@ def check_tree(tree: object, *, check_data: bool = True) -> xr.DataTree:
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False)
         if is_events(ds):
+            runs += 1
             if not {"label", "duration", "time"} <= set(ds.variables):
                 problems.append(f"events node {node.path}: needs time, label and duration")
             continue
@@ -274,7 +276,7 @@ def check_tree(tree: object, *, check_data: bool = True) -> xr.DataTree:
             problems.append(f"node {node.path}: data variables {sorted(map(str, ds.data_vars))} "
                             "but no run (value over channel x time) and not an events node")
     if runs == 0:
-        problems.append("no node holds a run")
+        problems.append("no node holds a run or events")
     if problems:
         raise SchemaError(problems, what="tree of runs", hint=(
             "every node with data must be a run (daqlab.make_run) or an events node "

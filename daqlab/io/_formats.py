@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,19 @@ def _open_session(path: Path, chunks: Any) -> xr.DataTree:
     return open_session(path, chunks, lambda p, c: open_run(p, c))
 
 
+def _sniff_xdf(peek: Peek) -> bool:
+    """XDF, or (named ``.xdfz``) XDF compressed with gzip or zlib, as pyxdf and LabRecorder
+    write it."""
+    if peek.head.startswith(b"XDF:"):
+        return True
+    if peek.path.suffix.lower() != ".xdfz":
+        return False
+    try:
+        return zlib.decompressobj(47).decompress(peek.head, 4) == b"XDF:"  # 47: gzip or zlib
+    except zlib.error:
+        return False
+
+
 def _sniff_wav(peek: Peek) -> bool:
     h = peek.head
     return (h[:4] in (b"RIFF", b"RF64", b"BW64") and h[8:12] == b"WAVE") or h.startswith(b"fLaC")
@@ -200,7 +214,7 @@ TABLE: tuple[Format, ...] = (
     ),
     Format(
         "xdf", "XDF (Lab Streaming Layer recordings, e.g. LabRecorder); one node per stream",
-        sniff=lambda p: p.head.startswith(b"XDF:"),
+        sniff=_sniff_xdf,
         open_tree=_lazy("_xdf", "open_xdf"),
         suffixes=(".xdf", ".xdfz"),
         engine="daqlab-xdf",

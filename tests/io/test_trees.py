@@ -102,7 +102,7 @@ def test_bad_trees_are_refused_before_anything_is_written(tmp_path: Path) -> Non
     bad = xr.DataTree.from_dict({"/": xr.Dataset(), "/a": run, "/b": broken})
     with pytest.raises(dl.SchemaError, match=r"node /b: .*quality"):
         dl.save(bad, tmp_path / "bad.nc")
-    with pytest.raises(dl.SchemaError, match="no node holds a run"):
+    with pytest.raises(dl.SchemaError, match="no node holds a run or events"):
         dl.save(xr.DataTree(), tmp_path / "empty.nc")
     with pytest.raises(dl.ConfigurationError, match=r"node names \['a/b'\] are not valid"):
         make_tree({"a/b": run})
