@@ -338,6 +338,11 @@ class DataManager:
                 failures.append(exc)
 
         with self._save_lock:
+            for n, src in self.sources.items():  # what a source measured while running
+                try:
+                    self._keep_run_metadata(n, src)
+                except Exception as exc:
+                    failures.append(exc)
             for n, rec in self.recorders.items():
                 if rec.error is not None:
                     rec.stop()
@@ -361,6 +366,18 @@ class DataManager:
         if failures:
             raise SaveErrors(f"stop() could not save {len(failures)} things; everything else was "
                              "saved", failures)
+
+    def _keep_run_metadata(self, name: str, src: Source) -> None:
+        """A source's ``run_metadata()`` (e.g. LSL's clock offsets), if it has one, into the
+        metadata of its runs from now on: snapshots, datasets and the recording."""
+        measure = getattr(src, "run_metadata", None)
+        if not callable(measure):
+            return
+        extra = {"source_run": measure()}
+        self.buffers[name].add_metadata(extra)
+        rec = self.recorders.get(name)
+        if rec is not None and rec.error is None:
+            rec.add_metadata(extra)
 
     def __enter__(self) -> DataManager:
         """Start (unless running already); leaving the block stops and saves, also on errors."""
@@ -420,11 +437,23 @@ class DataManager:
 
     def snapshot_tree(self, seconds: float | None = None) -> xr.DataTree:
         """The latest ``seconds`` of every source (everything buffered when ``None``), each at
-        its own rate, as one tree of runs: a node per source, named after it (a copy)."""
+        its own rate, as one tree of runs: a node per source, named after it (a copy), and an
+        events node ``<source>_markers`` for each source that reads markers (LSL's
+        ``markers=``)."""
         names = node_names(self.sources)
-        return make_tree({key: self.snapshot(seconds, source=n) for key, n in zip(names, self.sources,
-                                                                              strict=True)},
-                         **self._tree_attrs())
+        runs = {key: self.snapshot(seconds, source=n) for key, n in zip(names, self.sources, strict=True)}
+        return make_tree({**runs, **self._marker_nodes(runs)}, **self._tree_attrs())
+
+    def _marker_nodes(self, taken: Mapping[str, Any]) -> dict[str, xr.Dataset]:
+        """The events nodes of sources that read markers (``markers``: an events node), named
+        ``<source>_markers``."""
+        found: dict[str, xr.Dataset] = {}
+        for n, src in self.sources.items():
+            ev = getattr(src, "markers", None)
+            if isinstance(ev, xr.Dataset) and ev.sizes.get("event"):
+                found[n] = ev
+        names = node_names([*taken, *(f"{n}_markers" for n in found)])[len(taken):]
+        return dict(zip(names, found.values(), strict=True))
 
     def session_tree(self) -> xr.DataTree:
         """The whole session as one tree, a node per source: every sample recorded (read
@@ -438,7 +467,7 @@ class DataManager:
                 if self._state == "running" and rec.error is None:
                     rec.flush_through(self.buffers[n].written, timeout=self.config.stop_timeout)
                 runs[key] = open_run(rec.path, chunks={})
-        return make_tree(runs, **self._tree_attrs())
+        return make_tree({**runs, **self._marker_nodes(runs)}, **self._tree_attrs())
 
     def export_session(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
         """Save :meth:`session_tree` as one NetCDF file of groups (default: ``<output_dir>/

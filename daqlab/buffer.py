@@ -26,6 +26,7 @@ from daqlab.errors import ConfigurationError, DataRangeError
 from daqlab.model import Channel, ChannelLike, to_channels, to_datetime64
 from daqlab.run import (
     assemble_run,
+    check_metadata,
     check_sample_rate,
     flag_quality,
     run_attrs,
@@ -176,6 +177,18 @@ class RingBuffer:
         {'operator': 'Ada'}
         """
         return copy.deepcopy(self._attrs["metadata"])
+
+    def add_metadata(self, extra: Mapping[str, Any]) -> None:
+        """Merge ``extra`` (JSON values) into the metadata of the runs this buffer gives from
+        now on (what a source measured while running, e.g. LSL's clock offsets).
+
+        >>> buf = RingBuffer(1, 4, 10.0, metadata={"operator": "Ada"})
+        >>> buf.add_metadata({"offsets": [0.5]})
+        >>> buf.metadata
+        {'operator': 'Ada', 'offsets': [0.5]}
+        """
+        merged = check_metadata({**self._attrs["metadata"], **dict(extra)})
+        self._attrs = {**self._attrs, "metadata": merged}  # one assignment: readers see either
 
     def _held_span(self) -> tuple[int, int]:
         return max(self._first, self._written - self.capacity), self._written

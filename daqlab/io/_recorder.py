@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +324,19 @@ class Recorder:
         shutil.rmtree(self.folder, ignore_errors=True)
         fsync_dir(self.folder.parent)
         return not self.folder.exists()
+
+    def add_metadata(self, extra: Mapping[str, Any]) -> None:
+        """Merge ``extra`` into the recording's run metadata: its manifest is rewritten durably
+        (a crash leaves the old one or the new one), and the final run carries it."""
+        with self._lock:
+            attrs = {**self._attrs, "metadata": {**self._attrs.get("metadata", {}), **dict(extra)}}
+            text = _manifest(self.buffer, attrs, self.path.name)  # refuses what it cannot store
+            try:
+                write_durably(self.folder / _MANIFEST, lambda p: p.write_text(text))
+            except OSError as exc:
+                raise StorageError(exc.errno or errno.EIO,
+                                   f"cannot update the manifest of {self.folder}: {exc}") from exc
+            self._attrs = attrs
 
     def close(self, *, consolidate: bool = True, compression: bool = False) -> Path:
         """Stop, then turn the folder into the final run file (unless ``consolidate=False``)."""
