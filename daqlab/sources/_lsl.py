@@ -2,6 +2,9 @@
 
 pylsl (which bundles liblsl) is imported only when an :class:`LSL` source is made, so
 ``import daqlab`` stays light; without it that raises :class:`~daqlab.MissingExtraError`.
+
+This module holds the source and its inlets; finding the streams and reading their info is
+:mod:`daqlab.sources._lsl_resolve`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ import importlib
 import json
 import logging
 import math
-import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -24,11 +25,22 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from daqlab.checks import real, shown
-from daqlab.errors import ChannelError, ConfigurationError, MissingExtraError, SourceError
-from daqlab.model import Channel, ChannelLike, Quality, check_channel_name, to_channels
-from daqlab.run import check_sample_rate, iso_utc
+from daqlab.checks import real
+from daqlab.errors import MissingExtraError, SourceError
+from daqlab.model import ChannelLike, Quality
+from daqlab.run import iso_utc
 from daqlab.sources._base import SourceBase, check_flag
+from daqlab.sources._lsl_resolve import (
+    _clean,
+    _criteria,
+    _facts,
+    _marker_criteria,
+    _numeric_dtype,
+    _resolve,
+    _source_channels,
+    _stream_rate,
+    _summary,
+)
 from daqlab.sources._protocol import Samples
 from daqlab.tree import make_events
 
@@ -38,14 +50,6 @@ log = logging.getLogger(__name__)
 
 _POLL = 0.005
 """Seconds between two looks at an empty inlet while ``read`` waits (``stop()`` ends a wait at once)."""
-_SECOND_LOOK = 0.5
-"""Seconds a resolve waits for a second match after the first, so an ambiguous query is caught."""
-_FORMATS = {0: "undefined", 1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8",
-            7: "int64"}
-"""liblsl's channel formats (``cf_*``) by number."""
-_DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
-"""The numeric ones, as numpy dtypes."""
-_STRING = 3
 _MARKER_BUFLEN = 360
 """liblsl buffers 100 x this many markers of an irregular stream."""
 
@@ -69,177 +73,6 @@ class ClockOffset(NamedTuple):
     """Seconds added to the stream's timestamps to bring them onto this machine's LSL clock."""
     first_sample: int
     """Index of the first sample (since ``start()``) stamped with this offset."""
-
-
-def _literal(text: str) -> str:
-    """``text`` as an XPath 1.0 string literal (which has no escapes: quotes need concat)."""
-    if "'" not in text:
-        return f"'{text}'"
-    if '"' not in text:
-        return f'"{text}"'
-    return "concat(" + ", \"'\", ".join(f"'{part}'" for part in text.split("'")) + ")"
-
-
-def _criteria(name: object, type: object, source_id: object, query: object,
-              what: str) -> dict[str, str]:
-    got: dict[str, str] = {}
-    for label, value in (("name", name), ("type", type), ("source_id", source_id), ("query", query)):
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(
-                f"{what}{label} must be non-empty text or None; got {shown(value)}. "
-                "Pass e.g. name='BioSemi', type='EEG' or query=\"starts-with(name, 'Bio')\".")
-        got[label] = value
-    return got
-
-
-def _predicate(criteria: Mapping[str, str]) -> str:
-    terms = [f"{k}={_literal(v)}" for k, v in criteria.items() if k != "query"]
-    if "query" in criteria:
-        terms.append(f"({criteria['query']})")
-    return " and ".join(terms) or "true()"
-
-
-def _asked(criteria: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in criteria.items()) or "any stream"
-
-
-def _summary(info: Any) -> str:
-    rate = float(info.nominal_srate())
-    return (f"{info.name()!r} (type {info.type()!r}, {info.channel_count()} ch "
-            f"{_FORMATS.get(int(info.channel_format()), '?')} at "
-            f"{'irregular rate' if rate == 0 else f'{rate:g} Hz'}, source_id {info.source_id()!r}, "
-            f"host {info.hostname()!r})")
-
-
-def _visible(lsl: ModuleType, wait: float) -> str:
-    try:
-        infos = list({i.uid(): i for i in lsl.resolve_streams(wait)}.values())
-    except RuntimeError as exc:
-        return f"(listing the visible streams failed: {exc})"
-    if not infos:
-        return ("no LSL stream is visible from this machine (is the sending app running, and on "
-                "this network? Firewalls must let LSL's UDP multicast and TCP through)")
-    shown_ = "; ".join(_summary(i) for i in infos[:20])
-    more = f" and {len(infos) - 20} more" if len(infos) > 20 else ""
-    return f"the streams visible now are: {shown_}{more}"
-
-
-def _resolve(lsl: ModuleType, criteria: Mapping[str, str], timeout: float, what: str) -> Any:
-    """The one stream matching ``criteria``; a SourceError when none or several match."""
-    pred = _predicate(criteria)
-    began = time.monotonic()
-    try:
-        found = list(lsl.resolve_bypred(pred, 1, timeout))
-        if found:  # a second look: a query that matches two streams must not pick one by chance
-            found += lsl.resolve_bypred(pred, 2, min(_SECOND_LOOK, timeout))
-    except RuntimeError as exc:
-        raise SourceError(f"resolving the LSL {what} ({_asked(criteria)}) failed: {exc}.") from None
-    unique = list({info.uid(): info for info in found}.values())
-    if not unique:
-        quick = time.monotonic() - began < min(0.5 * timeout, 0.5)
-        why = (f"liblsl refused the query at once: {pred!r} is not a valid XPath 1.0 predicate "
-               "on a stream's <info> (e.g. \"name='EEG' and starts-with(type, 'E')\")"
-               if quick else f"none matched {pred!r} within timeout={timeout:g} s")
-        raise SourceError(
-            f"no LSL {what} found for {_asked(criteria)}: {why}; {_visible(lsl, 1.0)}. "
-            "Start the sending app first, or ask for one of the visible streams by name=, type=, "
-            "source_id= or query=.")
-    if len(unique) > 1:
-        listed = "; ".join(_summary(i) for i in unique)
-        raise SourceError(
-            f"{len(unique)} LSL streams match {_asked(criteria)}: {listed}. Ask for one, e.g. by "
-            f"source_id={unique[0].source_id()!r} or query=\"hostname='...'\".")
-    return unique[0]
-
-
-def _marker_criteria(markers: object) -> dict[str, str] | None:
-    if markers is None:
-        return None
-    if isinstance(markers, str):
-        return _criteria(markers, None, None, None, "markers ")
-    if isinstance(markers, Mapping):
-        unknown = sorted(set(markers) - {"name", "type", "source_id", "query"}, key=str)
-        if unknown or not markers:
-            raise ConfigurationError(
-                f"markers must be a stream name or a mapping of name/type/source_id/query; "
-                f"got {shown(dict(markers))}. Pass e.g. markers={{'type': 'Markers'}}.")
-        return _criteria(markers.get("name"), markers.get("type"), markers.get("source_id"),
-                         markers.get("query"), "markers ")
-    raise ConfigurationError(
-        f"markers must be a stream name or a mapping such as {{'type': 'Markers'}}; got "
-        f"{shown(markers)} ({type(markers).__name__}).")
-
-
-def _stream_rate(info: Any, sample_rate: object) -> float:
-    """The stream's nominal rate; for an irregular stream, ``sample_rate``, which it needs."""
-    nominal = float(info.nominal_srate())
-    if nominal > 0:
-        if sample_rate is not None and check_sample_rate(sample_rate) != nominal:
-            raise ConfigurationError(
-                f"sample_rate={sample_rate!r} differs from the stream's nominal rate {nominal:g} Hz; "
-                "leave sample_rate out for a regular stream (it is for irregular ones).")
-        return nominal
-    if sample_rate is None:
-        raise ConfigurationError(
-            f"the LSL stream {_summary(info)} has an irregular rate (nominal_srate 0); pass "
-            "sample_rate=<the rate you expect, in Hz>, which sizes daqlab's buffers (each sample "
-            "keeps its own time).")
-    return check_sample_rate(sample_rate)
-
-
-def _facts(info: Any) -> dict[str, Any]:
-    """The stream's identity as JSON values, for ``describe()``."""
-    return {"name": str(info.name()), "type": str(info.type()), "source_id": str(info.source_id()),
-            "uid": str(info.uid()), "hostname": str(info.hostname()),
-            "session_id": str(info.session_id()), "channel_count": int(info.channel_count()),
-            "channel_format": _FORMATS.get(int(info.channel_format()), "undefined"),
-            "nominal_srate": float(info.nominal_srate()), "created_at": float(info.created_at())}
-
-
-def _channel_fields(info: Any, n: int) -> tuple[list[str], list[str]]:
-    """Labels and units from ``desc/channels/channel`` (``""`` where missing); at construction only."""
-    labels, units = [""] * n, [""] * n
-    ch = info.desc().child("channels").child("channel")
-    for i in range(n):
-        if ch.empty():
-            break
-        labels[i] = str(ch.child_value("label"))
-        units[i] = str(ch.child_value("unit"))
-        ch = ch.next_sibling("channel")
-    return labels, units
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f/]")
-
-
-def _stream_channels(labels: list[str], units: list[str]) -> tuple[tuple[Channel, ...], dict[str, str]]:
-    """Channels named by the labels (``ch<i>`` where none), made valid and unique; the renamed ones
-    map new name -> label."""
-    names: list[str] = []
-    taken: set[str] = set()
-    renamed: dict[str, str] = {}
-    for i, label in enumerate(labels):
-        name = _CONTROL.sub("_", label).strip()
-        name = "".join(c for c in name if unicodedata.category(c) not in ("Cf", "Cs", "Co", "Cn"))
-        try:
-            check_channel_name(name)
-        except ChannelError:
-            name = f"ch{i}"
-        base, k = name, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        names.append(name)
-        if label and name != label:
-            renamed[name] = label
-    channels = []
-    for name, unit in zip(names, units, strict=True):
-        clean = "".join(c for c in unit if unicodedata.category(c) not in ("Cc", "Cs")).strip()
-        channels.append(Channel(name, clean))
-    return tuple(channels), renamed
 
 
 class _Inlet:
@@ -279,6 +112,11 @@ class _Inlet:
             return  # keep the last estimate
         self.offsets.append(ClockOffset(now, offset, first_sample))
         self.synced_at = now
+
+    def sync_if_due(self, first_sample: int, interval: float) -> None:
+        """Measure the clock offset if ``interval`` s have passed since the last measurement."""
+        if float(self.lsl.local_clock()) - self.synced_at >= interval:
+            self.sync(first_sample)
 
     @property
     def offset(self) -> float:
@@ -412,13 +250,7 @@ class LSL(SourceBase):
         lsl = _pylsl()
         self._lsl = lsl
         info = _resolve(lsl, criteria, self._timeout, "stream")
-        fmt = int(info.channel_format())
-        if fmt not in _DTYPES:
-            hint = (" It carries text: read it as markers alongside a data stream, e.g. "
-                    f"dl.sources.LSL(type='EEG', markers={{'source_id': {info.source_id()!r}}})."
-                    if fmt == _STRING else "")
-            raise SourceError(f"the LSL stream {_summary(info)} is not numeric (format "
-                              f"{_FORMATS.get(fmt, fmt)}); daqlab's buffers hold numbers.{hint}")
+        dtype = _numeric_dtype(info)
         nominal = float(info.nominal_srate())
         rate = _stream_rate(info, sample_rate)
         if nominal > 0:
@@ -435,21 +267,12 @@ class LSL(SourceBase):
             minfo = _resolve(lsl, marker_criteria, self._timeout, "marker stream")
             self._markers = _Inlet(lsl, minfo, "marker stream", max_buflen=_MARKER_BUFLEN,
                                    recover=self.recover, flags=0, timeout=self._timeout)
-        n = int(info.channel_count())
-        labels, units = _channel_fields(self._data.full, n)
-        chans, renamed = _stream_channels(labels, units)
-        if channels is not None:
-            chans = to_channels(channels)
-            renamed = {}
-            if len(chans) != n:
-                raise ConfigurationError(
-                    f"channels has {len(chans)} channel(s) but the LSL stream {_summary(info)} has {n}; "
-                    "give one per stream channel, in order.")
-        stream_name = _CONTROL.sub("_", str(info.name())).strip() or "lsl"
+        chans, renamed = _source_channels(info, self._data.full, channels)
+        stream_name = _clean(str(info.name())) or "lsl"
         super().__init__(chans, rate, name=stream_name, wall_clock=wall_clock)
-        self._dtype = np.dtype(_DTYPES[fmt])
+        self._dtype = dtype
         self._chunk = min(self._capacity, max(256, math.ceil(0.1 * rate)))
-        self._dest = np.empty((self._chunk, n), dtype=self._dtype)
+        self._dest = np.empty((self._chunk, len(chans)), dtype=self._dtype)
         self._lock = threading.Lock()
         self._describe = {
             "type": "daqlab.sources.LSL", "query": dict(criteria), "stream": _facts(info),
@@ -622,8 +445,7 @@ class LSL(SourceBase):
                 self._close()
                 return None
         try:
-            if float(self._lsl.local_clock()) - d.synced_at >= self._sync_interval:
-                d.sync(self._delivered)
+            d.sync_if_due(self._delivered, self._sync_interval)
             full = int(d.inlet.samples_available()) >= self._capacity
             view, ts = d.inlet.pull_chunk(0.0, most, dest_obj=self._dest, as_numpy=True)
         except RuntimeError as exc:
@@ -654,8 +476,7 @@ class LSL(SourceBase):
         if m is None or m.inlet is None:
             return
         try:
-            if float(self._lsl.local_clock()) - m.synced_at >= self._sync_interval:
-                m.sync(len(self._marker_labels))
+            m.sync_if_due(len(self._marker_labels), self._sync_interval)
             while True:
                 values, ts = m.inlet.pull_chunk(0.0, 1024, as_numpy=True)
                 if len(ts) == 0:
@@ -672,7 +493,6 @@ class LSL(SourceBase):
                     inlet.close()
                 except RuntimeError:  # closing a lost stream: nothing is left to release
                     inlet.inlet = None
-
 
 
 def _labels(values: Any) -> list[str]:
