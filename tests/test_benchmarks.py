@@ -81,3 +81,25 @@ def test_acquisition_benchmark_quick_run_prints_the_table() -> None:
         row = rf"^\s+{channels}\s+{rate}\s+\d+\.\d\d\s+[\d,]+\s+[\d,]+\s+.*\b(yes|no)$"
         assert re.search(row, out, re.MULTILINE), f"no row for {channels} x {rate}:\n{out}"
     assert re.search(r"^highest sustained with zero loss: ", out, re.MULTILINE), out
+
+
+def test_formats_benchmark_quick_run_prints_a_row_per_case() -> None:
+    out = run_quick("formats.py", timeout=300)
+    assert re.search(r"^format\s+case\s+daqlab s\s+native s\s+ratio\s+target$", out, re.MULTILINE), out
+    for fmt, rows in (("TDMS", 3), ("MDF4", 1), ("EDF/BDF", 2), ("WAV/FLAC", 3), ("XDF", 1)):
+        row = rf"^{re.escape(fmt)} \(.*\s+\d+\.\d{{3}}\s+\d+\.\d{{3}}\s+\d+\.\d\d\s+(ok|SLOWER)$"
+        found = re.findall(row, out, re.MULTILINE)
+        assert len(found) == rows, f"{fmt}: {len(found)} rows of {rows}\n{out}"
+    assert re.search(r"^ratio = daqlab time / the library's time; target <= 1\.25 .* worst \d+\.\d\d$",
+                     out, re.MULTILINE), out
+
+
+def test_lsl_benchmark_quick_run_prints_the_table() -> None:
+    out = run_quick("lsl.py", timeout=300)
+    header = r"^\s*channels\s+rate/ch\s+reader\s+S/s\s+lost\s+lag ms\s+max ms\s+CPU %\s+vs bare\s*$"
+    assert re.search(header, out, re.MULTILINE), out
+    for channels, rate in (("8", "100,000"), ("64", "1,000")):
+        for reader in ("bare pylsl", "daqlab LSL"):
+            row = (rf"^\s*{channels}\s+{rate}\s+{reader}\s+[\d,]+\s+0\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+"
+                   r"\s+\d+\.\d\d\s*$")
+            assert re.search(row, out, re.MULTILINE), f"no row {channels} x {rate} {reader}:\n{out}"

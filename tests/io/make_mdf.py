@@ -19,7 +19,7 @@ from asammdf.blocks import v4_constants as v4c
 from asammdf.blocks.v4_blocks import EventBlock
 from numpy.typing import NDArray
 
-from daqlab.io._mdf import _HD, _Blocks, _Data
+from daqlab.io._mdf_scan import _HD, _Blocks, _Data
 
 START_NS = 1_704_164_645_123_456_789
 """The files' start time: 2024-01-02T03:04:05.123456789Z."""

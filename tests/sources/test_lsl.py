@@ -795,22 +795,3 @@ def test_without_pylsl_an_lsl_source_is_a_missing_extra_error() -> None:
     assert done.returncode == 0, done.stderr
     assert re.match(r"MissingExtraError True LSL streams need the Python package 'pylsl'.*"
                     r"pip install 'daqlab\[lsl\]'", done.stdout), done.stdout
-
-
-# --------------------------------------------------------------------------- the benchmark
-
-
-@pytest.mark.bench
-def test_lsl_benchmark_quick_run_prints_the_table() -> None:
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / "lsl.py"), "--quick"], cwd=root,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
-    header = r"^\s*channels\s+rate/ch\s+reader\s+S/s\s+lost\s+lag ms\s+max ms\s+CPU %\s+vs bare\s*$"
-    assert re.search(header, out, re.MULTILINE), out
-    for channels, rate in (("8", "100,000"), ("64", "1,000")):
-        for reader in ("bare pylsl", "daqlab LSL"):
-            row = (rf"^\s*{channels}\s+{rate}\s+{reader}\s+[\d,]+\s+0\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+"
-                   r"\s+\d+\.\d\d\s*$")
-            assert re.search(row, out, re.MULTILINE), f"no row {channels} x {rate} {reader}:\n{out}"
