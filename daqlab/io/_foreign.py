@@ -21,15 +21,16 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
-from daqlab.run import iso_utc
+from daqlab.run import iso_utc, sample_times
 from daqlab.schema import RUN_ATTRS
 
-__all__ = ["content_id", "estimate_rate", "foreign_defaults"]
+__all__ = ["content_id", "estimate_rate", "foreign_defaults", "int24", "stamps"]
 
 _DEFAULT_RATE = 1.0
 _WHOLE = 4 << 20  # files up to this size are hashed whole
@@ -99,3 +100,25 @@ def foreign_defaults(path: Path, times: Iterable[NDArray[np.int64]],
 
     out = {key: given.pop(key) if key in given else default(key) for key in RUN_ATTRS}
     return {**out, **given}
+
+
+_STAMP_BLOCK = 1 << 16
+
+
+def stamps(start_ns: int, n: int, rate: float) -> NDArray[np.datetime64]:
+    """``sample_times(start_ns, 0, n, rate)``, computed block by block (the same values, 3x
+    faster for millions of samples when a sample's step is not a whole number of ns), as a
+    pandas index: xarray keeps an index as it is, where it copies a numpy array into one
+    (twice, with pandas 3: ~1 s for 23 M stamps)."""
+    out = np.empty(n, "datetime64[ns]")
+    for i in range(0, n, _STAMP_BLOCK):
+        out[i:i + _STAMP_BLOCK] = sample_times(start_ns, i, min(_STAMP_BLOCK, n - i), rate)
+    return cast("NDArray[np.datetime64]", pd.DatetimeIndex(out, copy=False))
+
+
+def int24(b: NDArray[np.uint8]) -> NDArray[np.int32]:
+    """Little-endian signed 24-bit integers from ``(..., 3)`` bytes."""
+    out: NDArray[np.int32] = b[..., 0].astype(np.int32)
+    out |= b[..., 1].astype(np.int32) << 8
+    out |= b[..., 2].view(np.int8).astype(np.int32) << 16
+    return out
