@@ -14,32 +14,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyedflib
 import soundfile as sf  # type: ignore[import-untyped]
+from _timing import compare
 
 import daqlab as dl
-
-
-def _median_times(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall times of ``ours`` and ``base``: one warm-up each, then alternated runs."""
-    ours()
-    base()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for _ in range(repeat):
-        for fn, acc in ((base, t_base), (ours, t_ours)):
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_base)
 
 
 def write_edf(path: Path, seconds: int, bdf: bool = False, channels: int = 32) -> None:
@@ -83,7 +68,7 @@ def bench_edf(tmpdir: Path, seconds: int = 3600, repeat: int = 5) -> list[tuple[
                 for i in range(reader.signals_in_file):
                     reader.readSignal(i, digital=True)
 
-        t_ours, t_native = _median_times(ours, native, repeat)
+        t_ours, t_native = compare(ours, native, repeat)
         kind = "BDF" if bdf else "EDF"
         rows.append((f"{kind}: open_tree vs readSignal(digital) of all, {mb:,.0f} MB", t_ours, t_native))
     return rows
@@ -110,7 +95,7 @@ def bench_audio(tmpdir: Path, seconds: int = 480, repeat: int = 5) -> list[tuple
         def native(path: Path = path) -> None:
             sf.read(str(path))
 
-        t_ours, t_native = _median_times(ours, native, repeat)
+        t_ours, t_native = compare(ours, native, repeat)
         rows.append((f"{name}: open_tree vs soundfile.read, {mb:,.0f} MB", t_ours, t_native))
     return rows
 

@@ -13,31 +13,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asammdf
 import numpy as np
+from _timing import compare
 
 import daqlab as dl
-
-
-def _median_times(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall times of ``ours`` and ``base``: one warm-up each, then alternated runs."""
-    ours()
-    base()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for _ in range(repeat):
-        for fn, acc in ((base, t_base), (ours, t_ours)):
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_base)
 
 
 def write_file(path: Path, records: int) -> None:
@@ -85,7 +70,7 @@ def bench_mdf(tmpdir: Path, records: int = 2_500_000, repeat: int = 5) -> list[t
         finally:
             mdf.close()
 
-    t_ours, t_native = _median_times(ours, native, repeat)
+    t_ours, t_native = compare(ours, native, repeat)
     return [(f"open_tree (loaded) vs MDF + get of every channel, {mb:,.0f} MB", t_ours, t_native)]
 
 

@@ -12,17 +12,15 @@ daqlab's time <= 1.25x npTDMS's.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import compare
 
 import daqlab as dl
 
@@ -50,23 +48,6 @@ def write_case(path: Path, channels: int, samples: int, segments: int, dtype: st
     return path.stat().st_size
 
 
-def _compare(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall times of ``ours`` and ``base``: a warm-up each, then alternated runs, the
-    garbage of each collected before the next (a tree's nodes refer to each other: without
-    it, the memory of earlier trees stays until Python's collector runs)."""
-    ours()
-    base()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for _ in range(repeat):
-        for fn, acc in ((base, t_base), (ours, t_ours)):
-            gc.collect()
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_base)
-
-
 def bench_tdms(tmpdir: Path, *, samples: int = 1_600_000, channels: int = 8, segments: int = 16,
                repeat: int = 7) -> list[tuple[str, float, float]]:
     """(label, daqlab seconds, npTDMS seconds), medians of reading each case's file whole."""
@@ -87,7 +68,7 @@ def bench_tdms(tmpdir: Path, *, samples: int = 1_600_000, channels: int = 8, seg
         def daqlab(path: Path = path) -> None:
             dl.open_tree(path)
 
-        ours, base = _compare(daqlab, native, repeat)
+        ours, base = compare(daqlab, native, repeat)
         label = f"{dtype}{' (linear scale)' if dtype == 'int16' else ''}, {channels} x {samples:,} " \
                 f"in {parts:,} segments, {size / 1e6:.0f} MB"
         rows.append((label, ours, base))

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import statistics
 import struct
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _timing import compare
 
 import daqlab as dl
 
@@ -88,20 +86,6 @@ def write_xdf(path: Path, *, channels: int = 32, rate: float = 1000.0, seconds: 
     return path.stat().st_size
 
 
-def _compare(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall times of ``ours`` and ``base``: one warm-up each, then alternated runs."""
-    ours()
-    base()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for _ in range(repeat):
-        for fn, acc in ((base, t_base), (ours, t_ours)):
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_base)
-
-
 def bench_xdf(tmpdir: Path, *, seconds: int = 720, repeat: int = 3) -> list[tuple[str, float, float]]:
     """``[(label, daqlab_seconds, pyxdf_seconds)]``: medians of ``dl.open_tree(p)`` and
     ``pyxdf.load_xdf(p)`` on the same file (``seconds`` of 32 channels at 1 kHz)."""
@@ -109,7 +93,7 @@ def bench_xdf(tmpdir: Path, *, seconds: int = 720, repeat: int = 3) -> list[tupl
     logging.getLogger("pyxdf").setLevel(logging.ERROR)  # its notes on segments are not the point here
     path = Path(tmpdir) / "bench.xdf"
     size = write_xdf(path, seconds=seconds)
-    ours, base = _compare(lambda: dl.open_tree(path), lambda: pyxdf.load_xdf(str(path)), repeat)
+    ours, base = compare(lambda: dl.open_tree(path), lambda: pyxdf.load_xdf(str(path)), repeat)
     label = f"XDF open_tree vs pyxdf.load_xdf ({size / 1e6:.0f} MB, 32 ch x 1 kHz float32, {seconds} s)"
     return [(label, ours, base)]
 

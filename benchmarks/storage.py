@@ -17,34 +17,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
+from _timing import compare
 
 import daqlab as dl
 from daqlab.io._atomic import fsync_path
-
-
-def compare(ours: Callable[[], object], base: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall times of ``ours`` and ``base``: one warm-up each, then alternated runs,
-    so that imports, page cache and disk write-back weigh on both alike."""
-    ours()
-    base()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for _ in range(repeat):
-        for fn, acc in ((base, t_base), (ours, t_ours)):
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_base)
 
 
 def make_run(channels: int, n: int) -> xr.Dataset:
