@@ -151,7 +151,8 @@ def _convert(args: argparse.Namespace) -> int:
     runs = run_nodes(tree)
     out = save(runs["/"] if list(runs) == ["/"] else tree, dst, args.format,
                overwrite=args.overwrite, compression=args.compress)
-    what = ", ".join(f"{key}: {run.sizes['channel']} channels x {run.sizes['time']} samples"
+    what = ", ".join(("" if key == "/" else f"{key}: ")
+                     + f"{run.sizes['channel']} channels x {run.sizes['time']} samples"
                      for key, run in runs.items())
     print(f"{detect_format(src)} {src} -> {detect_format(out)} {out} ({what})")
     return 0
