@@ -120,7 +120,6 @@ def test_readme_code_runs_verbatim(tmp_path: Path) -> None:
     assert any(re.fullmatch(r"runs/warm-up-[0-9a-f]{8}\.nc", p) for p in made), made
     assert not [p for p in made if Path(p).name.startswith(".")], f"temporary files left: {made}"
     import daqlab as dl
-
     from daqlab.tree import run_nodes
 
     for name in made:
