@@ -22,6 +22,7 @@ __all__ = [
     "Quality",
     "check_channel_name",
     "is_utf8",
+    "numbered",
     "to_channels",
     "to_datetime64",
     "wrapped_outside_ns",
@@ -190,6 +191,26 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def numbered(names: Iterable[str]) -> list[str]:
+    """``names`` with repeats made unique by ``_2``, ``_3``... (a name already taken, given
+    or made, is never reused): how every reader of other tools' files, the LSL source and
+    tree nodes make names unique after cleaning them their own way.
+
+    >>> numbered(["a", "a", "a_2", "b", "a"])
+    ['a', 'a_2', 'a_2_2', 'b', 'a_3']
+    """
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        base, k = name, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def check_channel_name(name: object) -> str:

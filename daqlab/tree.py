@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike
 
 from daqlab.checks import shown
 from daqlab.errors import ConfigurationError, NotFoundError, SchemaError
+from daqlab.model import numbered
 from daqlab.run import iso_utc
 from daqlab.schema import check_metadata, validate
 
@@ -79,19 +80,8 @@ def node_names(names: Iterable[object]) -> list[str]:
     >>> node_names(["fast", "a/b", "", "fast", ".."])
     ['fast', 'a_b', 'node', 'fast_2', 'node_2']
     """
-    out: list[str] = []
-    taken: set[str] = set()
-    for raw in names:
-        name = _BAD_NODE_CHARS.sub("_", str(raw)).strip()
-        if name in ("", ".", ".."):
-            name = "node"
-        base, k = name, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        out.append(name)
-    return out
+    cleaned = (_BAD_NODE_CHARS.sub("_", str(raw)).strip() for raw in names)
+    return numbered(name if name not in ("", ".", "..") else "node" for name in cleaned)
 
 
 def node_id(tree_id: str, node: str) -> str:

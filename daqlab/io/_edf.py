@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from daqlab.errors import DaqlabError, FormatError, IncompleteFileWarning
 from daqlab.io._extras import require
 from daqlab.io._foreign import content_id, int24, stamps
-from daqlab.model import Calibration, Channel, Quality
+from daqlab.model import Calibration, Channel, Quality, numbered
 from daqlab.run import assemble_run, chunked_variable, run_attrs, sample_times
 from daqlab.tree import make_events, make_tree, node_id, node_names
 
@@ -361,23 +361,13 @@ def _channel_names(signals: list[_Signal]) -> tuple[list[str], dict[str, str]]:
     """Valid, unique channel names for the signals' labels ('/' and control characters
     replaced, repeats numbered, an empty one ``signal<index>``), and ``{new: label}`` where
     they differ."""
-    names: list[str] = []
-    renamed: dict[str, str] = {}
-    taken: set[str] = set()
+    cleaned = []
     for s in signals:
-        label = s.label
-        name = "".join(c for c in label.replace("/", "_")
+        name = "".join(c for c in s.label.replace("/", "_")
                        if unicodedata.category(c) not in _BAD_NAME_CHARS).strip()
-        if name in ("", ".", ".."):
-            name = f"signal{s.index}"
-        base, k = name, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        names.append(name)
-        if name != label:
-            renamed[name] = label
+        cleaned.append(name if name not in ("", ".", "..") else f"signal{s.index}")
+    names = numbered(cleaned)
+    renamed = {name: s.label for name, s in zip(names, signals, strict=True) if name != s.label}
     return names, renamed
 
 

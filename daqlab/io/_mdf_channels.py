@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from daqlab.model import Calibration, Channel
+from daqlab.model import Calibration, Channel, numbered
 
 __all__ = ["channel_names"]
 
@@ -74,18 +74,8 @@ def channel_names(names: list[str]) -> tuple[list[str], dict[str, str]]:
     >>> channel_names(["a", "a", "b/c", " d "])
     (['a', 'a_2', 'b_c', 'd'], {'a_2': 'a', 'b_c': 'b/c', 'd': ' d '})
     """
-    out: list[str] = []
-    taken: set[str] = set()
-    for raw in names:
-        name = _BAD_CHARS.sub("_", raw).strip()
-        if name in ("", ".", ".."):
-            name = "channel"
-        base, k = name, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        out.append(name)
+    cleaned = (_BAD_CHARS.sub("_", raw).strip() for raw in names)
+    out = numbered(name if name not in ("", ".", "..") else "channel" for name in cleaned)
     return out, {n: o for n, o in zip(out, names, strict=True) if n != o}
 
 

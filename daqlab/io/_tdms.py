@@ -55,7 +55,7 @@ from daqlab.io._tdms_read import (
     _open_file,
     _quality,
 )
-from daqlab.model import Calibration, Channel, check_channel_name
+from daqlab.model import Calibration, Channel, check_channel_name, numbered
 from daqlab.run import assemble_run, run_attrs, sample_times
 from daqlab.tree import make_tree, node_id, node_names
 
@@ -118,20 +118,15 @@ def _text_property(props: Any, name: str) -> str:
 
 def _channel_names(names: Sequence[str]) -> list[str]:
     """Valid, unique channel names for TDMS channel names ('/' and control characters as '_')."""
-    out: list[str] = []
+    cleaned = []
     for i, raw in enumerate(names):
         text = "".join("_" if c == "/" or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")
                        else c for c in raw).strip()
         try:
-            name = check_channel_name(text)
+            cleaned.append(check_channel_name(text))
         except ValueError:
-            name = f"channel {i}"
-        base, k = name, 1
-        while name in out:
-            k += 1
-            name = f"{base}_{k}"
-        out.append(name)
-    return out
+            cleaned.append(f"channel {i}")
+    return numbered(cleaned)
 
 
 # --------------------------------------------------------------------------- scaling and time

@@ -70,7 +70,7 @@ from daqlab.errors import FormatError, IncompleteFileWarning
 from daqlab.io._foreign import content_id, estimate_rate
 from daqlab.io._xdf_chunks import _MAGIC, _File, _load, _scan, _Stream, _text
 from daqlab.io._xdf_clock import _timestamps
-from daqlab.model import Channel, check_channel_name
+from daqlab.model import Channel, check_channel_name, numbered
 from daqlab.run import chunk_samples, make_run
 from daqlab.tree import make_events, make_tree, node_id, node_names
 
@@ -104,21 +104,13 @@ def _channels(s: _Stream) -> tuple[list[Channel], dict[str, Any]]:
         labels.append(label)
         units.append(_text(ch, "unit"))
         types.append(_text(ch, "type"))
-    names: list[str] = []
-    renamed: dict[str, str] = {}
+    cleaned = []
     for i, label in enumerate(labels):
         name = "".join(c for c in label.replace("/", "_")
                        if unicodedata.category(c) not in _BAD_CATEGORIES).strip()
-        if name in ("", ".", ".."):
-            name = f"ch{i}"
-        base, k = name, 1
-        while name in names:
-            k += 1
-            name = f"{base}_{k}"
-        check_channel_name(name)
-        names.append(name)
-        if name != label:
-            renamed[name] = label
+        cleaned.append(name if name not in ("", ".", "..") else f"ch{i}")
+    names = [check_channel_name(name) for name in numbered(cleaned)]
+    renamed = {name: label for name, label in zip(names, labels, strict=True) if name != label}
     meta: dict[str, Any] = {"channel_types": types}
     if renamed:
         meta["renamed_channels"] = renamed

@@ -22,7 +22,7 @@ import numpy as np
 
 from daqlab.checks import shown
 from daqlab.errors import ChannelError, ConfigurationError, SourceError
-from daqlab.model import Channel, ChannelLike, check_channel_name, to_channels
+from daqlab.model import Channel, ChannelLike, check_channel_name, numbered, to_channels
 from daqlab.run import check_sample_rate
 
 _SECOND_LOOK = 0.5
@@ -205,24 +205,16 @@ def _clean(text: str) -> str:
 def _stream_channels(labels: list[str], units: list[str]) -> tuple[tuple[Channel, ...], dict[str, str]]:
     """Channels named by the labels (``ch<i>`` where none), made valid and unique; the renamed ones
     map new name -> label."""
-    names: list[str] = []
-    taken: set[str] = set()
-    renamed: dict[str, str] = {}
+    cleaned = []
     for i, label in enumerate(labels):
-        name = _clean(label)
-        name = "".join(c for c in name if unicodedata.category(c) not in ("Cf", "Cs", "Co", "Cn"))
+        name = "".join(c for c in _clean(label) if unicodedata.category(c) not in ("Cf", "Cs", "Co", "Cn"))
         try:
             check_channel_name(name)
         except ChannelError:
             name = f"ch{i}"
-        base, k = name, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        names.append(name)
-        if label and name != label:
-            renamed[name] = label
+        cleaned.append(name)
+    names = numbered(cleaned)
+    renamed = {name: label for name, label in zip(names, labels, strict=True) if label and name != label}
     channels = []
     for name, unit in zip(names, units, strict=True):
         clean = "".join(c for c in unit if unicodedata.category(c) not in ("Cc", "Cs")).strip()
