@@ -47,6 +47,7 @@ from daqlab.io._csv_write import (
 )
 from daqlab.io._foreign import foreign_defaults
 from daqlab.io._records import channel_from_record, record_cal_date
+from daqlab.io._summary import quality_counts, run_summary
 from daqlab.model import Channel, Quality
 from daqlab.run import CHANNEL_COORDS, assemble_run, channels_of, chunk_samples, validate
 
@@ -121,6 +122,7 @@ def save_csv(run: xr.Dataset, path: Path, *, wide: bool = False, overwrite: bool
             "shift its times."
         )
     header = sidecar_header(run, wide, variables, ns)
+    header["summary"] = run_summary(run, quality_counts(q))  # for catalogs (see _summary)
     table = (wide_table if wide else long_table)(names, ns // NS_PER_MS, arrays)
     quoted = {} if wide else {  # see write_rows
         placeholder(i).encode(): csv_field(protect(nm)).encode("utf-8")

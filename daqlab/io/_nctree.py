@@ -34,6 +34,7 @@ from daqlab.io._netcdf import (
     to_disk,
 )
 from daqlab.io._records import SCHEMA_ATTR
+from daqlab.io._summary import write_summaries
 from daqlab.tree import (
     EVENTS,
     as_tree,
@@ -95,6 +96,7 @@ def save_netcdf_tree(tree: xr.DataTree, path: Path, *, overwrite: bool = False,
                     f"cannot write node {key!r} of {path.name} as NetCDF: {exc}. Variable "
                     "attributes go to NetCDF as they are: give numbers or text.") from exc
         _char_attributes(tmp)
+        write_summaries(tmp, {key: run for key, run, _, _ in nodes if "value" in run.data_vars})
         for key, run, _, _ in nodes:
             if "value" in run.data_vars:
                 _verify(tmp, run, key)

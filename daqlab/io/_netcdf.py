@@ -23,6 +23,7 @@ from daqlab.io._cftime import decode_time, decode_times, encode_time
 from daqlab.io._codec import dumps, from_hdf5_attrs, loads, note_types, plain, to_hdf5_attrs
 from daqlab.io._h5read import H5Variable, close_all, read_plain, refuse_non_netcdf4, through_h5py
 from daqlab.io._records import SCHEMA_ATTR, check_schema_version
+from daqlab.io._summary import SUMMARY_ATTR, write_summaries
 from daqlab.model import Quality
 from daqlab.run import (
     SCHEMA_VERSION,
@@ -49,7 +50,8 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     attributes CF wants (``title``, ``history``, ``Conventions``) are added and
     removed again unless the run had its own.
     """
-    reserved = sorted({"daqlab_version", SCHEMA_ATTR, _ENCODING_ATTR, "_FillValue", "coordinates"}
+    reserved = sorted({"daqlab_version", SCHEMA_ATTR, _ENCODING_ATTR, SUMMARY_ATTR, "_FillValue",
+                       "coordinates"}
                       & set(map(str, run.attrs)))
     if reserved:
         raise FormatError(
@@ -93,6 +95,7 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
     check_schema_version(version, source=source, where=f"{source}: attribute {SCHEMA_ATTR!r}",
                          written_by=attrs.get("daqlab_version"))
     attrs.pop("daqlab_version", None)
+    attrs.pop(SUMMARY_ATTR, None)  # a cache of the file's contents, not the run's (see _summary)
     try:
         note = loads(plain(attrs.pop(_ENCODING_ATTR, "{}")))
         types = note_types(note, legacy_json="json-untagged")
@@ -254,6 +257,7 @@ def save_netcdf(
                 "they are (CF reads them): give numbers or text, or save as CSV or seed-hdf5, which "
                 "encode any attribute") from exc
         _char_attributes(tmp)
+        write_summaries(tmp, {"/": run})
         _verify(tmp, run)
     return path
 
