@@ -29,6 +29,7 @@ from daqlab.errors import (
     NotCalibratedError,
     NotFoundError,
     ProcessingError,
+    RunsLeftOutWarning,
     SaveErrors,
     SchemaError,
     ShapeError,
@@ -42,11 +43,13 @@ from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibra
 
 if TYPE_CHECKING:
     from daqlab import processing
+    from daqlab.catalog import Catalog
     from daqlab.processing import Pipeline, Processor, align
     from daqlab.view import LiveView, SpectrumView
 
 _LAZY = {
     "processing": ("daqlab.processing", None),
+    "Catalog": ("daqlab.catalog", "Catalog"),
     "Pipeline": ("daqlab.processing", "Pipeline"),
     "Processor": ("daqlab.processing", "Processor"),
     "align": ("daqlab.processing", "align"),
@@ -73,6 +76,7 @@ __all__ = [
     "Block",
     "Calibration",
     "CalibrationError",
+    "Catalog",
     "Channel",
     "ChannelError",
     "ChannelNotFoundError",
@@ -95,6 +99,7 @@ __all__ = [
     "Reader",
     "Recorder",
     "RingBuffer",
+    "RunsLeftOutWarning",
     "SaveErrors",
     "SchemaError",
     "ShapeError",

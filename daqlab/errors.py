@@ -25,6 +25,7 @@ __all__ = [
     "NotCalibratedError",
     "NotFoundError",
     "ProcessingError",
+    "RunsLeftOutWarning",
     "SaveErrors",
     "SchemaError",
     "ShapeError",
@@ -142,3 +143,8 @@ class IncompleteFileWarning(UserWarning):
     """A file was opened with only what is complete in it (cut short, being written, or not
     finalised); what was left out is said in the message and in the run's or tree's
     ``metadata["incomplete"]``."""
+
+
+class RunsLeftOutWarning(UserWarning):
+    """Runs were joined, and some of those asked for were left out (different channels, an
+    overlap, unreadable); each is in the result's ``attrs["left_out"]`` with its reason."""

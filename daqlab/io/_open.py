@@ -196,26 +196,47 @@ def open_runs(
 
     order = sorted(range(len(runs)), key=first_time)
     runs, paths = [runs[i] for i in order], [paths[i] for i in order]
-    first = runs[0]
-    problems = []
-    for p, r in zip(paths[1:], runs[1:], strict=True):
-        if channels_of(r) != channels_of(first):
-            problems.append(f"{p.name}: channels {r.daq.channel_names} differ from "
-                            f"{paths[0].name}'s {first.daq.channel_names} (names, units or calibration)")
-        if r.attrs["sample_rate"] != first.attrs["sample_rate"]:
-            problems.append(f"{p.name}: sample_rate {r.attrs['sample_rate']} != {first.attrs['sample_rate']}")
-        if r.attrs["calibrated"] != first.attrs["calibrated"]:
-            problems.append(f"{p.name}: calibrated={r.attrs['calibrated']} unlike {paths[0].name}")
-        problems.extend(_variable_problems(paths[0], first, p, r))
+    problems = [q for p, r in zip(paths[1:], runs[1:], strict=True)
+                for q in join_problems(paths[0], runs[0], p, r)]
     for (pa, a), (pb, b) in zip(zip(paths, runs, strict=True), zip(paths[1:], runs[1:], strict=True),
                                 strict=False):
-        if a.sizes["time"] and b.sizes["time"] and b["time"].values[0] < a["time"].values[-1]:
-            problems.append(f"{pb.name} starts ({b['time'].values[0]}) before {pa.name} ends "
-                            f"({a['time'].values[-1]}): the runs overlap in time")
+        if overlap := overlap_problem(pa, a, pb, b):
+            problems.append(overlap)
     if problems:
         raise SchemaError(problems, what="set of runs", hint=(
             "open_runs joins runs of the same channels that follow one another in time: give it "
             "only such files (a narrower glob, e.g. one recording's files), or open each with open_run."))
+    return join_runs(runs, paths)
+
+
+def join_problems(pa: Path, a: xr.Dataset, pb: Path, b: xr.Dataset) -> list[str]:
+    """Why run ``b`` (from ``pb``) cannot be joined along time to run ``a`` (from ``pa``): channels
+    (names, units, calibration), sample rate, calibration state, data variables; empty if it can."""
+    problems = []
+    if channels_of(b) != channels_of(a):
+        problems.append(f"{pb.name}: channels {b.daq.channel_names} differ from "
+                        f"{pa.name}'s {a.daq.channel_names} (names, units or calibration)")
+    if b.attrs["sample_rate"] != a.attrs["sample_rate"]:
+        problems.append(f"{pb.name}: sample_rate {b.attrs['sample_rate']} != {a.attrs['sample_rate']}")
+    if b.attrs["calibrated"] != a.attrs["calibrated"]:
+        problems.append(f"{pb.name}: calibrated={b.attrs['calibrated']} unlike {pa.name}")
+    problems.extend(_variable_problems(pa, a, pb, b))
+    return problems
+
+
+def overlap_problem(pa: Path, a: xr.Dataset, pb: Path, b: xr.Dataset) -> str | None:
+    """Why ``b`` cannot follow ``a`` in time (it starts before ``a`` ends), or None."""
+    if a.sizes["time"] and b.sizes["time"] and b["time"].values[0] < a["time"].values[-1]:
+        return (f"{pb.name} starts ({b['time'].values[0]}) before {pa.name} ends "
+                f"({a['time'].values[-1]}): the runs overlap in time")
+    return None
+
+
+def join_runs(runs: list[xr.Dataset], paths: list[Path]) -> xr.Dataset:
+    """Runs already checked to follow one another (:func:`join_problems`, :func:`overlap_problem`)
+    as one run along time: a new id, the first run's other attributes, and
+    ``metadata["sources"]`` listing each file and its run id."""
+    first = runs[0]
     combined = xr.concat(runs, dim="time", data_vars="all", coords="minimal", compat="override",
                          combine_attrs="override", join="exact")
     attrs = dict(first.attrs)

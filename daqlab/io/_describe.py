@@ -1,0 +1,164 @@
+"""What a catalog lists of one saved run (a file of any format, or a recording folder), cheaply.
+
+:func:`describe` returns a JSON-able record: the format, state, attributes and, per run (a
+file of several rates holds several), the rate, channels, units, sample count, time span and
+quality counts. daqlab's own NetCDF and CSV files carry those counts in a stored summary
+(:mod:`daqlab.io._summary`), so they are read from attributes; every other file is opened
+lazily and its quality flags counted chunk by chunk, once (the catalog keeps the record).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import xarray as xr
+
+from daqlab.errors import DaqlabError
+from daqlab.io._codec import to_json
+from daqlab.io._csv import sidecar_path
+from daqlab.io._csv_read import read_sidecar
+from daqlab.io._formats import HDF5_MAGIC, TABLE, sniff
+from daqlab.io._h5read import _attrs
+from daqlab.io._nctree import _groups
+from daqlab.io._netcdf import from_disk
+from daqlab.io._open import _detect, open_tree
+from daqlab.io._recorder import is_recording
+from daqlab.io._records import SCHEMA_ATTR
+from daqlab.io._session import SESSION_SUFFIX
+from daqlab.io._summary import run_summary, stored_summary, valid_summary
+from daqlab.io._writerlock import recording_state
+from daqlab.run import SCHEMA_VERSION
+from daqlab.tree import run_nodes
+
+__all__ = ["RUN_SUFFIXES", "describe", "disk_bytes", "is_run_name"]
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a run takes on disk: a file (with a CSV's sidecar), or every file of a folder."""
+    if path.is_dir():
+        return sum(e.stat().st_size for e in os.scandir(path) if e.is_file(follow_symlinks=False))
+    size = path.stat().st_size
+    side = sidecar_path(path)
+    if path.suffix.lower() == ".csv" and side.is_file():
+        size += side.stat().st_size
+    return size
+
+
+def _ns(value: Any) -> int | None:
+    """A time attribute (ISO text or datetime64) as ns since 1970, or None."""
+    if value is None or value == "":
+        return None
+    try:
+        t = np.datetime64(str(value).rstrip("Z").replace("+00:00", ""), "ns")
+    except ValueError:
+        return None
+    return None if np.isnat(t) else int(t.view(np.int64))
+
+
+def _node(group: str, attrs: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    rate = attrs.get("sample_rate")
+    return {
+        "group": group, "name": str(attrs.get("name", "")), "id": str(attrs.get("id", "")),
+        "sample_rate": float(rate) if isinstance(rate, (int, float, np.number)) else None,
+        "calibrated": bool(attrs.get("calibrated", False)),
+        **{k: summary[k] for k in ("samples", "start", "end", "quality", "channels", "units")},
+    }
+
+
+def _record(fmt: str, state: str, attrs: Mapping[str, Any], nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    metadata = attrs.get("metadata", {})
+    return {
+        "format": fmt, "state": state, "error": "",
+        "name": str(attrs.get("name", "")), "id": str(attrs.get("id", "")),
+        "description": str(attrs.get("description", "")), "created": _ns(attrs.get("created_at")),
+        "metadata": to_json(metadata) if isinstance(metadata, dict) else {}, "nodes": nodes,
+    }
+
+
+def _from_tree(tree: xr.DataTree, fmt: str, state: str) -> dict[str, Any]:
+    """The record of an opened (lazy) tree: quality counted chunk by chunk."""
+    nodes = [_node(key, run.attrs, run_summary(run)) for key, run in run_nodes(tree).items()]
+    return _record(fmt, state, {str(k): v for k, v in tree.attrs.items()}, nodes)
+
+
+def _netcdf(path: Path) -> dict[str, Any] | None:
+    """The record of a daqlab NetCDF file from its stored summaries (one attribute per run;
+    a tree's root attributes too), or None where a run has no valid one."""
+    # no HDF5 file locking: nothing is written, and daqlab writes under temporary names
+    with h5py.File(path, "r", locking=False) as f:
+        version = f.attrs.get(SCHEMA_ATTR)
+        if version is None or int(np.ravel(version)[0]) > SCHEMA_VERSION:
+            return None  # not ours, or newer: the reader says so
+        if "value" in f:
+            summary = stored_summary(f)
+            if summary is None:
+                return None
+            return _record("netcdf", "complete", summary["attrs"], [_node("/", summary["attrs"], summary)])
+        nodes = []
+        for key in _groups(f)[0]:
+            summary = stored_summary(f[key])
+            if summary is None:
+                return None
+            nodes.append(_node(key, summary["attrs"], summary))
+        root = from_disk(xr.Dataset(attrs=_attrs(f)), path).attrs
+    return _record("netcdf", "complete", root, nodes)
+
+
+def _csv(path: Path, fmt: str) -> dict[str, Any] | None:
+    """The record of a CSV from its sidecar's summary (checked to describe the CSV), or None."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    header = read_sidecar(side, path)
+    summary = valid_summary(header.get("summary"), header["samples"], len(header["channels"]))
+    if summary is None:
+        return None
+    return _record(fmt, "complete", summary["attrs"], [_node("/", summary["attrs"], summary)])
+
+
+RUN_SUFFIXES = frozenset(s for f in TABLE for s in f.suffixes) | {SESSION_SUFFIX}
+"""Names a run file ends with: such a file that cannot be read is a damaged run, not another
+kind of file."""
+
+
+def is_run_name(path: Path) -> bool:
+    """True if ``path``'s name is one a run file has (see :data:`RUN_SUFFIXES`)."""
+    name = path.name.lower()
+    return path.suffix.lower() in RUN_SUFFIXES or name.endswith(SESSION_SUFFIX)
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A record of the run(s) at ``path`` for a catalog (see the module's docstring), or
+    ``None`` for a file that is no run (a picture, a notebook: no format knows it, and its name
+    is not a run file's).
+
+    Raises a :class:`~daqlab.DaqlabError` for a run daqlab cannot read (its message is the
+    catalog's ``error``).
+    """
+    p = Path(path)
+    if not p.is_dir() and not is_run_name(p) and sniff(p) is None:
+        return None
+    if is_recording(p):
+        state = recording_state(p)
+        return _from_tree(open_tree(p, chunks={}), "recording", state)
+    record = None
+    with p.open("rb") as f:
+        head = f.read(8)
+    if head == HDF5_MAGIC:  # daqlab's NetCDF: the summary alone, without detecting the format
+        try:
+            record = _netcdf(p)
+        except (OSError, KeyError, ValueError, TypeError, DaqlabError):
+            record = None  # the full reader below says what is wrong
+        if record is not None:
+            return record
+    fmt = _detect(p)
+    if fmt in ("csv", "csv-wide"):
+        record = _csv(p, fmt)
+    if record is None:
+        record = _from_tree(open_tree(p, chunks={}), fmt, "complete")
+    return record
