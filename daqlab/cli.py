@@ -1,4 +1,4 @@
-"""The ``daqlab`` command line: ``demo``, ``info``, ``convert``."""
+"""The ``daqlab`` command line: ``demo``, ``info``, ``convert``, ``ls``, ``lab``."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from tqdm import tqdm
 
 from daqlab._version import __version__
 from daqlab.acquisition import DataManager
+from daqlab.catalog import Catalog
 from daqlab.errors import ConfigurationError, DaqlabError, StorageError
-from daqlab.io import FORMATS, TABLE, detect_format, open_run, open_tree, path_error, save
+from daqlab.io import FORMATS, TABLE, detect_format, is_recording, open_run, open_tree, path_error, save
 from daqlab.model import Quality
 from daqlab.sources import Simulated
 from daqlab.tree import events_nodes, run_nodes
 
-__all__ = ["main", "summary", "tree_summary"]
+__all__ = ["ls_table", "main", "summary", "tree_summary"]
 
 
 MAX_DEMO_CHANNELS = 10_000  # beyond, building the simulated channels takes minutes and GBs
@@ -137,6 +139,9 @@ def tree_summary(tree: xr.DataTree, path: Path | None = None) -> str:
 
 def _info(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    if path.is_dir() and not is_recording(path):
+        print(Catalog(path).summary())
+        return 0
     tree = open_tree(path, chunks={})
     fmt = detect_format(path)
     described = {f.name: f.description for f in TABLE}
@@ -155,6 +160,65 @@ def _convert(args: argparse.Namespace) -> int:
                      + f"{run.sizes['channel']} channels x {run.sizes['time']} samples"
                      for key, run in runs.items())
     print(f"{detect_format(src)} {src} -> {detect_format(out)} {out} ({what})")
+    return 0
+
+
+LS_COLUMNS = ("path", "format", "state", "name", "start", "duration", "sample_rate", "n_channels",
+              "samples", "bad", "bytes", "error")
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    if column in ("good", "suspect", "bad", "interpolated"):
+        return f"{100 * float(value):.3g}%"  # type: ignore[arg-type]
+    if column == "bytes":
+        n = float(value)  # type: ignore[arg-type]
+        unit = next(u for u, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 0)) if n >= k)
+        return f"{n / {'GB': 1e9, 'MB': 1e6, 'kB': 1e3, 'B': 1}[unit]:.3g} {unit}"
+    if column in ("duration", "sample_rate"):
+        return f"{float(value):g}"  # type: ignore[arg-type]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return " ".join(str(value).split())[:60]
+
+
+def ls_table(df: pd.DataFrame, columns: Sequence[str] = LS_COLUMNS) -> str:
+    """The rows of a catalog as a text table (one line per run, columns padded)."""
+    header = [{"n_channels": "ch", "sample_rate": "rate_hz", "duration": "seconds"}.get(c, c)
+              for c in columns]
+    cells = [[_cell(c, v) for c, v in zip(columns, row, strict=True)]
+             for row in df[list(columns)].itertuples(index=False)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    right = {"duration", "sample_rate", "n_channels", "samples", "bad", "bytes"}
+    def line(items: Sequence[str]) -> str:
+        return "  ".join(x.rjust(w) if c in right else x.ljust(w)
+                         for x, w, c in zip(items, widths, columns, strict=True)).rstrip()
+    return "\n".join([line(header), *(line(r) for r in cells)])
+
+
+def _ls(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise ConfigurationError(f"daqlab ls lists a folder of runs; {folder} is not a folder. "
+                                 "For one run use: daqlab info PATH.")
+    cat = Catalog(folder)
+    df = cat.df
+    if args.sort is not None:
+        if args.sort not in df.columns:
+            raise ConfigurationError(f"--sort {args.sort!r} is not a column; the columns are "
+                                     f"{list(df.columns)}.")
+        df = df.sort_values(args.sort, ascending=not args.reverse, kind="stable", na_position="last")
+    elif args.reverse:
+        df = df.iloc[::-1]
+    if args.json:
+        print(df.to_json(orient="records", date_format="iso", date_unit="ns", indent=1))
+        return 0
+    print(ls_table(df) if len(df) else f"no runs in {cat.root}")
+    if len(df):
+        print(f"{len(df)} runs in {cat.root}; errors: {int((df['state'] == 'error').sum())}")
     return 0
 
 
@@ -193,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--no-plot", action="store_true", help="do not write the HTML plot beside the run")
     demo.set_defaults(func=_demo)
-    info = sub.add_parser("info", help="summarise a saved run")
+    info = sub.add_parser("info", help="summarise a saved run (or a folder of runs: its catalog)")
     info.add_argument("path")
     info.set_defaults(func=_info)
     conv = sub.add_parser("convert", help="convert a run between formats (any format daqlab reads)")
@@ -204,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     conv.add_argument("--compress", action="store_true", help="zlib-compress NetCDF values")
     conv.set_defaults(func=_convert)
+    ls = sub.add_parser("ls", help="list the runs under a folder (daqlab.Catalog), one per line",
+                        description="List every run under DIR: files of every format daqlab reads and "
+                        "recording folders, with their state (complete, recording, crashed, error). An "
+                        "index (.daqlab-catalog.sqlite) in DIR makes the next listing quick. Example: "
+                        "daqlab ls runs --sort start")
+    ls.add_argument("dir", help="the folder of runs")
+    ls.add_argument("--json", action="store_true", help="every column of every row, as JSON records")
+    ls.add_argument("--sort", default=None, metavar="COL",
+                    help="sort by this column (e.g. start, duration, bytes, bad); default: path")
+    ls.add_argument("--reverse", action="store_true", help="largest / latest first")
+    ls.set_defaults(func=_ls)
     lab = sub.add_parser("lab", help="open JupyterLab on daqlab's notebooks")
     lab.add_argument("folder", nargs="?", default=None, help="notebook folder (default: notebooks/)")
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")

@@ -34,13 +34,14 @@ COLUMNS = ("path", "format", "state", "error", "warning", "name", "id", "descrip
 _FLAGS = ("good", "suspect", "bad", "interpolated")
 
 
-def _error_record(fmt: str, exc: BaseException) -> dict[str, Any]:
+def _error_record(fmt: str, exc: BaseException, root: Path) -> dict[str, Any]:
     message = str(exc) if isinstance(exc, DaqlabError) else f"{type(exc).__name__}: {exc}"
+    message = message.replace(f"{root}{os.sep}", "")  # paths as the catalog shows them
     return {"format": fmt, "state": "error", "error": message, "name": "", "id": "", "description": "",
             "created": None, "metadata": {}, "nodes": []}
 
 
-def _describe(entry: Entry) -> dict[str, Any] | None:
+def _describe(entry: Entry, root: Path) -> dict[str, Any] | None:
     """The record of one entry; a run that cannot be read is a record with its error."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -48,9 +49,10 @@ def _describe(entry: Entry) -> dict[str, Any] | None:
             record = describe(entry.path)
         except Exception as exc:  # never stops a scan: any failure is that row's error
             fmt = "recording" if entry.recording else _guess_format(entry.path)
-            return _error_record(fmt, exc)
+            return _error_record(fmt, exc, root)
     if record is not None and caught:
-        record["warning"] = " ".join(dict.fromkeys(str(w.message) for w in caught))
+        record["warning"] = " ".join(dict.fromkeys(str(w.message) for w in caught)).replace(
+            f"{root}{os.sep}", "")
     return record
 
 
@@ -176,7 +178,7 @@ class Catalog:
 
             items = tqdm(todo, desc=f"cataloguing {self.root.name}", unit="run")
         for rel in items:
-            changed[rel] = (entries[rel].signature, _describe(entries[rel]))
+            changed[rel] = (entries[rel].signature, _describe(entries[rel], self.root))
         removed = [rel for rel in known if rel not in entries]
         try:
             self._index.update(changed, removed)
