@@ -95,9 +95,10 @@ def _row(rel: str, entry_bytes: int, modified_ns: int, record: dict[str, Any]) -
 def _frame(rows: list[dict[str, Any]], metadata_columns: Sequence[str],
            metadata: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    for col in ("created", "start", "end", "modified"):
-        df[col] = pd.to_datetime(pd.array(df[col].tolist(), dtype="Int64").to_numpy(
-            dtype="int64", na_value=np.iinfo(np.int64).min).view("datetime64[ns]"))
+    nat = np.iinfo(np.int64).min
+    for col in ("created", "start", "end", "modified"):  # from the rows: ints in a frame may turn float
+        ns = np.array([nat if r[col] is None else r[col] for r in rows], dtype=np.int64)
+        df[col] = ns.view("datetime64[ns]")
     for col, kind in (("duration", float), ("sample_rate", float), ("n_channels", int), ("samples", int),
                       ("bytes", int), ("calibrated", bool), *((f, float) for f in _FLAGS)):
         df[col] = df[col].astype(kind)
@@ -255,9 +256,9 @@ class Catalog:
         rel = p.as_posix()
         if rel not in self._records:
             close = difflib.get_close_matches(rel, list(self._records), n=3)
+            hint = f"Did you mean {close}? " if close else ""
             raise NotFoundError(f"no run {text!r} in the catalog of {self.root} (a row label, run id "
-                                f"or path relative to it){f'; did you mean {close}?' if close else ''}. "
-                                "cat.scan() finds runs added since.")
+                                f"or path relative to it). {hint}cat.scan() finds runs added since.")
         return rel
 
     # ------------------------------------------------------------------ opening
