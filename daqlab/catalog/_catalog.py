@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from daqlab.catalog._index import Index
 from daqlab.catalog._join import join_rows
 from daqlab.catalog._walk import Entry, walk
 from daqlab.errors import ConfigurationError, DaqlabError, NotFoundError, StorageError
-from daqlab.io import as_path, describe, open_run, open_tree
+from daqlab.io import as_path, describe, from_json, open_run, open_tree
 
 if TYPE_CHECKING:
     from daqlab.view import RunBrowser
@@ -156,6 +157,7 @@ class Catalog:
             raise StorageError(5, f"cannot keep the catalog index at {index!r}: {exc}. Give a "
                                "writable file path, or index=':memory:'.") from exc
         self.progress = bool(progress)
+        self._scanning = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
         self.df: pd.DataFrame = _frame([], self.metadata_columns, [])
         self.scan()
@@ -168,7 +170,12 @@ class Catalog:
 
     def scan(self) -> Catalog:
         """Look at the folder again: new, changed and removed runs; unchanged ones are not read.
-        Returns the catalog (``cat.scan().df``)."""
+        Returns the catalog (``cat.scan().df``). Safe to call from several threads (one scans
+        at a time)."""
+        with self._scanning:
+            return self._scan()
+
+    def _scan(self) -> Catalog:
         entries = walk(self.root)
         known = self._index.load()
         todo = [rel for rel, e in entries.items() if known.get(rel, ("",))[0] != e.signature]
@@ -192,7 +199,8 @@ class Catalog:
         rows = [_row(rel, entries[rel].bytes, entries[rel].modified_ns, rec)
                 for rel, rec in self._records.items()]
         self.df = _frame(rows, self.metadata_columns,
-                         [rec.get("metadata") or {} for rec in self._records.values()])
+                         [from_json(rec.get("metadata") or {}) for rec in self._records.values()]
+                         if self.metadata_columns else [])
         return self
 
     def __len__(self) -> int:
@@ -298,7 +306,9 @@ class Catalog:
     def record(self, key: Any) -> dict[str, Any]:
         """What the index knows of row ``key``: format, state, attributes, metadata and one entry
         per run it holds (group, rate, channels, units, samples, span, quality counts)."""
-        return dict(self._records[self._rel(key)])
+        record = dict(self._records[self._rel(key)])
+        record["metadata"] = from_json(record.get("metadata") or {})  # NaN etc. as values again
+        return record
 
     # ------------------------------------------------------------------ showing
     def browse(self, **kwargs: Any) -> RunBrowser:

@@ -1,6 +1,7 @@
 """Saving and opening runs in every format; the streaming recorder."""
 
 from daqlab.io._atomic import as_path, atomic_path, path_error, storage_errors
+from daqlab.io._codec import from_json
 from daqlab.io._csv import SIDECAR_SUFFIX
 from daqlab.io._describe import describe, disk_bytes
 from daqlab.io._formats import TABLE, Format
@@ -35,6 +36,7 @@ __all__ = [
     "detect_format",
     "disk_bytes",
     "format_for",
+    "from_json",
     "is_recording",
     "join_problems",
     "join_runs",

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from daqlab.errors import DaqlabError
-from daqlab.io._codec import to_json
+from daqlab.io._codec import from_json, to_json
 from daqlab.io._csv import sidecar_path
 from daqlab.io._csv_read import read_sidecar
 from daqlab.io._formats import HDF5_MAGIC, TABLE, sniff
@@ -70,6 +70,13 @@ def _node(group: str, attrs: Mapping[str, Any], summary: Mapping[str, Any]) -> d
     }
 
 
+def _stored_attrs(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes a stored summary holds (its metadata as the codec's JSON: decoded)."""
+    attrs = dict(summary["attrs"])
+    attrs["metadata"] = from_json(attrs.get("metadata", {}))
+    return attrs
+
+
 def _record(fmt: str, state: str, attrs: Mapping[str, Any], nodes: list[dict[str, Any]]) -> dict[str, Any]:
     metadata = attrs.get("metadata", {})
     return {
@@ -98,13 +105,14 @@ def _netcdf(path: Path) -> dict[str, Any] | None:
             summary = stored_summary(f)
             if summary is None:
                 return None
-            return _record("netcdf", "complete", summary["attrs"], [_node("/", summary["attrs"], summary)])
+            attrs = _stored_attrs(summary)
+            return _record("netcdf", "complete", attrs, [_node("/", attrs, summary)])
         nodes = []
         for key in _groups(f)[0]:
             summary = stored_summary(f[key])
             if summary is None:
                 return None
-            nodes.append(_node(key, summary["attrs"], summary))
+            nodes.append(_node(key, _stored_attrs(summary), summary))
         root = from_disk(xr.Dataset(attrs=_attrs(f)), path).attrs
     return _record("netcdf", "complete", root, nodes)
 
@@ -118,7 +126,8 @@ def _csv(path: Path, fmt: str) -> dict[str, Any] | None:
     summary = valid_summary(header.get("summary"), header["samples"], len(header["channels"]))
     if summary is None:
         return None
-    return _record(fmt, "complete", summary["attrs"], [_node("/", summary["attrs"], summary)])
+    attrs = _stored_attrs(summary)
+    return _record(fmt, "complete", attrs, [_node("/", attrs, summary)])
 
 
 RUN_SUFFIXES = frozenset(s for f in TABLE for s in f.suffixes) | {SESSION_SUFFIX}
