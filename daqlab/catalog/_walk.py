@@ -9,11 +9,12 @@ reads only what did.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from daqlab.io import SIDECAR_SUFFIX, recording_state
+from daqlab.io import SESSION_SUFFIX, SIDECAR_SUFFIX, recording_state
 
 __all__ = ["Entry", "walk"]
 
@@ -87,4 +88,27 @@ def walk(root: Path) -> dict[str, Entry]:
             except OSError:
                 continue  # vanished between the listing and the look
             found[path.relative_to(root).as_posix()] = Entry(path, signature, size, st.st_mtime_ns)
+    for rel, entry in list(found.items()):
+        if rel.endswith(SESSION_SUFFIX):
+            found[rel] = _session(entry, found, root)
     return found
+
+
+def _session(entry: Entry, found: dict[str, Entry], root: Path) -> Entry:
+    """A session manifest's entry, its signature extended by those of the recordings it lists
+    (they change while the manifest does not)."""
+    try:
+        body = json.loads(entry.path.read_text(encoding="utf-8", errors="surrogatepass"))
+        listed = [entry.path.parent / str(n["path"]) for n in body["nodes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return entry  # the reader says what is wrong with it
+    parts = []
+    for run in listed:
+        for candidate in (run, run.with_suffix(".daqrec")):
+            try:
+                rel = candidate.resolve().relative_to(root).as_posix()
+            except (ValueError, OSError):
+                continue
+            if rel in found:
+                parts.append(f"{rel}={found[rel].signature}")
+    return Entry(entry.path, f"{entry.signature}|{'|'.join(parts)}", entry.bytes, entry.modified_ns)

@@ -307,3 +307,18 @@ def test_daqlab_ls_and_info_of_a_folder(folder: Path, capsys: pytest.CaptureFixt
     code, out, _ = _ls(["ls", str(empty)], capsys)
     assert code == 0
     assert out.strip() == f"no runs in {empty.resolve()}"
+
+
+def test_a_session_row_follows_its_recordings(tmp_path: Path) -> None:
+    from daqlab.io import write_session
+
+    fast = dl.save(_run(0, rate=1000.0), tmp_path / "fast.nc")
+    slow = dl.save(_run(0, n=20), tmp_path / "slow.nc")
+    write_session(tmp_path / "rig.session.json", {"fast": fast, "slow": slow}, id="9b2f6a3e-1c4d-4e5f-8a7b-0c1d2e3f4a5b", name="rig",
+                  created_at="2024-05-01T10:00:00Z", metadata={})
+    cat = dl.Catalog(tmp_path)
+    row = cat.df.set_index("path").loc["rig.session.json"]
+    assert (row["format"], row["groups"], row["samples"], row["name"]) == (
+        "session", ["/fast", "/slow"], 220, "rig")
+    dl.save(_run(0, n=50), slow, overwrite=True)  # the manifest itself does not change
+    assert cat.scan().df.set_index("path").loc["rig.session.json", "samples"] == 250
