@@ -17,7 +17,7 @@ import xarray as xr
 
 from daqlab.catalog._index import Index
 from daqlab.catalog._join import join_rows
-from daqlab.catalog._walk import Entry, walk
+from daqlab.catalog._walk import Entry, shown, walk
 from daqlab.errors import ConfigurationError, DaqlabError, NotFoundError, StorageError
 from daqlab.io import as_path, describe, from_json, open_run, open_tree
 
@@ -37,7 +37,7 @@ _FLAGS = ("good", "suspect", "bad", "interpolated")
 
 def _error_record(fmt: str, exc: BaseException, root: Path) -> dict[str, Any]:
     message = str(exc) if isinstance(exc, DaqlabError) else f"{type(exc).__name__}: {exc}"
-    message = message.replace(f"{root}{os.sep}", "")  # paths as the catalog shows them
+    message = shown(message.replace(f"{root}{os.sep}", ""))  # paths as the catalog shows them
     return {"format": fmt, "state": "error", "error": message, "name": "", "id": "", "description": "",
             "created": None, "metadata": {}, "nodes": []}
 
@@ -52,8 +52,8 @@ def _describe(entry: Entry, root: Path) -> dict[str, Any] | None:
             fmt = "recording" if entry.recording else _guess_format(entry.path)
             return _error_record(fmt, exc, root)
     if record is not None and caught:
-        record["warning"] = " ".join(dict.fromkeys(str(w.message) for w in caught)).replace(
-            f"{root}{os.sep}", "")
+        record["warning"] = shown(" ".join(dict.fromkeys(str(w.message) for w in caught)).replace(
+            f"{root}{os.sep}", ""))
     return record
 
 
@@ -75,14 +75,14 @@ def _row(rel: str, entry_bytes: int, modified_ns: int, record: dict[str, Any]) -
     metadata = record.get("metadata") or {}
     row = {
         "path": rel, "format": record["format"], "state": record["state"], "error": record["error"],
-        "warning": record.get("warning", ""), "name": record["name"], "id": record["id"],
-        "description": record["description"], "created": record["created"],
+        "warning": record.get("warning", ""), "name": shown(record["name"]), "id": shown(record["id"]),
+        "description": shown(record["description"]), "created": record["created"],
         "start": start, "end": end,
         "duration": (end - start) / 1e9 if start is not None and end is not None else np.nan,
         "sample_rate": max((r for r in rates if r is not None), default=np.nan),
         "rates": rates, "groups": [n["group"] for n in nodes],
-        "channels": [c for n in nodes for c in n["channels"]],
-        "units": [u for n in nodes for u in n["units"]],
+        "channels": [shown(c) for n in nodes for c in n["channels"]],
+        "units": [shown(u) for n in nodes for u in n["units"]],
         "n_channels": sum(len(n["channels"]) for n in nodes),
         "samples": sum(n["samples"] for n in nodes),
         **{flag: (float(c) / total if total else np.nan) for flag, c in zip(_FLAGS, counts, strict=True)},
@@ -159,6 +159,7 @@ class Catalog:
         self.progress = bool(progress)
         self._scanning = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
+        self._paths: dict[str, Path] = {}
         self.df: pd.DataFrame = _frame([], self.metadata_columns, [])
         self.scan()
 
@@ -196,6 +197,7 @@ class Catalog:
                           RuntimeWarning, stacklevel=2)
         records = {rel: (changed[rel] if rel in changed else known[rel])[1] for rel in entries}
         self._records = {rel: rec for rel, rec in sorted(records.items()) if rec is not None}
+        self._paths = {rel: entries[rel].path for rel in self._records}
         rows = [_row(rel, entries[rel].bytes, entries[rel].modified_ns, rec)
                 for rel, rec in self._records.items()]
         self.df = _frame(rows, self.metadata_columns,
@@ -230,7 +232,8 @@ class Catalog:
     def path_of(self, key: Any) -> Path:
         """The file or folder of the row ``key``: a row label of :attr:`df` (int), a run id, a
         path (relative to the root or absolute), or a row of :attr:`df` (a Series)."""
-        return self.root / self._rel(key)
+        rel = self._rel(key)
+        return self._paths.get(rel, self.root / rel)
 
     def _rel(self, key: Any) -> str:
         if isinstance(key, pd.Series) and "path" in key.index:
@@ -261,7 +264,7 @@ class Catalog:
                 p = p.resolve().relative_to(self.root)
             except ValueError:
                 raise NotFoundError(f"{text} is not under this catalog's folder {self.root}.") from None
-        rel = p.as_posix()
+        rel = shown(p.as_posix())
         if rel not in self._records:
             close = difflib.get_close_matches(rel, list(self._records), n=3)
             hint = f"Did you mean {close}? " if close else ""

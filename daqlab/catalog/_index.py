@@ -74,6 +74,24 @@ def _transaction(db: sqlite3.Connection) -> Any:
     db.execute("COMMIT")
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _probe_write(db: sqlite3.Connection) -> None:
+    """Raise unless ``db`` can be written (SQLite opens a file it may not write read-only, and
+    an empty transaction succeeds there: a real write, rolled back, tells)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(f"PRAGMA user_version = {SCHEMA}")
+    finally:
+        db.execute("ROLLBACK")
+
+
 def _rebuild(path: Path) -> sqlite3.Connection:
     """A fresh index renamed over the damaged or outdated one at ``path``."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -100,6 +118,7 @@ class Index:
         else:
             candidates = [":memory:" if str(location) == ":memory:" else Path(location)]
         self.path: Path | None = None
+        self._ident: tuple[int, int] | None = None
         self.db = self._open(candidates)
 
     def _open(self, candidates: list[Path | str]) -> sqlite3.Connection:
@@ -110,12 +129,12 @@ class Index:
             assert isinstance(where, Path)
             try:
                 db = self._open_file(where)
-                with _transaction(db):  # can we write here? (a read-only folder, disk, mount...)
-                    pass
+                _probe_write(db)
             except (sqlite3.Error, OSError) as exc:
                 problems.append(f"{where}: {exc}")
                 continue
             self.path = where
+            self._ident = _identity(where)
             return db
         raise sqlite3.OperationalError("; ".join(problems))  # only with an explicit location
 
@@ -132,8 +151,18 @@ class Index:
             self.rebuilt = f"damaged ({exc})"
         return _rebuild(path)
 
+    def _current(self) -> None:
+        """Reconnect if another catalog replaced the index file (rebuilt it) since we opened it:
+        our connection would write into the old, unlinked file."""
+        if self.path is None or _identity(self.path) == self._ident:
+            return
+        self.db.close()
+        self.db = self._open_file(self.path)
+        self._ident = _identity(self.path)
+
     def load(self) -> dict[str, tuple[str, dict[str, Any] | None]]:
         """Every row: path -> (signature, record or None for a file that is no run)."""
+        self._current()
         rows = self.db.execute("SELECT path, signature, record FROM runs").fetchall()
         return {p: (sig, json.loads(rec)) for p, sig, rec in rows}
 
@@ -144,9 +173,17 @@ class Index:
         gone = [(p,) for p in removed]
         if not rows and not gone:
             return
-        with _transaction(self.db):
-            self.db.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", rows)
-            self.db.executemany("DELETE FROM runs WHERE path = ?", gone)
+        for attempt in (1, 2):
+            self._current()
+            try:
+                with _transaction(self.db):
+                    self.db.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", rows)
+                    self.db.executemany("DELETE FROM runs WHERE path = ?", gone)
+                return
+            except sqlite3.DatabaseError:
+                if attempt == 2 or self.path is None:
+                    raise
+                self._ident = None  # replaced meanwhile ("database moved"...): reconnect, once
 
     def close(self) -> None:
         """Close the connection (an index in memory is gone then)."""

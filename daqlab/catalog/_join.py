@@ -36,7 +36,7 @@ def join_rows(cat: Catalog, labels: list[int], chunks: Any) -> xr.Dataset:
     opened: list[tuple[int, Path, xr.Dataset]] = []
     for label in labels:
         row = cat.df.loc[label]
-        path = cat.root / row["path"]
+        path = cat.path_of(label)
         if row["state"] == "error":
             left_out.append({"row": label, "path": row["path"], "reason": f"unreadable: {row['error']}"})
             continue

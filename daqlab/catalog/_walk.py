@@ -16,7 +16,7 @@ from pathlib import Path
 
 from daqlab.io import SESSION_SUFFIX, SIDECAR_SUFFIX, recording_state
 
-__all__ = ["Entry", "walk"]
+__all__ = ["Entry", "shown", "walk"]
 
 _MANIFEST = "run.json"
 
@@ -30,6 +30,21 @@ class Entry:
     bytes: int
     modified_ns: int
     recording: bool = False
+
+
+def shown(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not (``os`` gives its bytes as lone
+    surrogates) with those bytes as ``\\xNN`` escapes. Rows are keyed by it; opening uses the
+    real path."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
+def _rel(path: Path, root: Path) -> str:
+    return shown(path.relative_to(root).as_posix())
 
 
 def _stat_part(st: os.stat_result) -> str:
@@ -71,7 +86,7 @@ def walk(root: Path) -> dict[str, Entry]:
             try:
                 if e.is_dir(follow_symlinks=False):
                     if (path / _MANIFEST).is_file():
-                        found[path.relative_to(root).as_posix()] = _recording(path)
+                        found[_rel(path, root)] = _recording(path)
                     else:
                         stack.append(path)
                     continue
@@ -87,7 +102,7 @@ def walk(root: Path) -> dict[str, Entry]:
                     size += side.st_size
             except OSError:
                 continue  # vanished between the listing and the look
-            found[path.relative_to(root).as_posix()] = Entry(path, signature, size, st.st_mtime_ns)
+            found[_rel(path, root)] = Entry(path, signature, size, st.st_mtime_ns)
     for rel, entry in list(found.items()):
         if rel.endswith(SESSION_SUFFIX):
             found[rel] = _session(entry, found, root)
@@ -106,7 +121,7 @@ def _session(entry: Entry, found: dict[str, Entry], root: Path) -> Entry:
     for run in listed:
         for candidate in (run, run.with_suffix(".daqrec")):
             try:
-                rel = candidate.resolve().relative_to(root).as_posix()
+                rel = _rel(candidate.resolve(), root)
             except (ValueError, OSError):
                 continue
             if rel in found:

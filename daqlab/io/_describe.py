@@ -27,9 +27,10 @@ from daqlab.io._h5read import _attrs
 from daqlab.io._nctree import _groups
 from daqlab.io._netcdf import from_disk
 from daqlab.io._open import _detect, open_tree
-from daqlab.io._recorder import is_recording
+from daqlab.io._recorder import RECORDING_SUFFIX, is_recording
 from daqlab.io._records import SCHEMA_ATTR
 from daqlab.io._session import SESSION_SUFFIX
+from daqlab.io._session import _read as read_session
 from daqlab.io._summary import run_summary, stored_summary, valid_summary
 from daqlab.io._writerlock import recording_state
 from daqlab.run import SCHEMA_VERSION
@@ -154,7 +155,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     if is_recording(p):
         state = recording_state(p)
-        return _from_tree(open_tree(p, chunks={}), "recording", state)
+        tree = open_tree(p, chunks={})
+        try:
+            return _from_tree(tree, "recording", state)
+        finally:
+            tree.close()
     record = None
     with p.open("rb") as f:
         head = f.read(8)
@@ -169,5 +174,23 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if fmt in ("csv", "csv-wide"):
         record = _csv(p, fmt)
     if record is None:
-        record = _from_tree(open_tree(p, chunks={}), fmt, "complete")
+        state = _session_state(p) if fmt == "session" else "complete"
+        tree = open_tree(p, chunks={})
+        try:
+            record = _from_tree(tree, fmt, state)
+        finally:
+            tree.close()  # the files a lazy tree holds open (closed on collection otherwise)
     return record
+
+
+_STATES = ("recording", "crashed", "complete")
+
+
+def _session_state(path: Path) -> str:
+    """A session's state: ``recording`` while any of its recordings is, else ``crashed`` if any
+    recorder died, else ``complete``."""
+    states = []
+    for _, run in read_session(path)[1]:
+        folder = run if is_recording(run) else run.with_suffix(RECORDING_SUFFIX)
+        states.append(recording_state(folder) if is_recording(folder) else "complete")
+    return min(states, key=_STATES.index, default="complete")

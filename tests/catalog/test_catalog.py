@@ -314,7 +314,8 @@ def test_a_session_row_follows_its_recordings(tmp_path: Path) -> None:
 
     fast = dl.save(_run(0, rate=1000.0), tmp_path / "fast.nc")
     slow = dl.save(_run(0, n=20), tmp_path / "slow.nc")
-    write_session(tmp_path / "rig.session.json", {"fast": fast, "slow": slow}, id="9b2f6a3e-1c4d-4e5f-8a7b-0c1d2e3f4a5b", name="rig",
+    write_session(tmp_path / "rig.session.json", {"fast": fast, "slow": slow},
+                  id="9b2f6a3e-1c4d-4e5f-8a7b-0c1d2e3f4a5b", name="rig",
                   created_at="2024-05-01T10:00:00Z", metadata={})
     cat = dl.Catalog(tmp_path)
     row = cat.df.set_index("path").loc["rig.session.json"]
