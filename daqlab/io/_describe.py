@@ -154,7 +154,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not p.is_dir() and not is_run_name(p) and sniff(p) is None:
         return None
     if is_recording(p):
-        state = recording_state(p)
+        state: str = recording_state(p)
         tree = open_tree(p, chunks={})
         try:
             return _from_tree(tree, "recording", state)

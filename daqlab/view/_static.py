@@ -4,6 +4,7 @@ zooming in a notebook re-reads the detail from the run."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,13 @@ def columns_of(run: xr.Dataset, width: int, start: Any = None, stop: Any = None)
         value = part["value"].coarsen(time=per, boundary="pad")
         q = part["quality"]
         # one compute for the four reductions: the run is read once, not four times
-        reduced = xr.Dataset({
-            "lo": value.min(), "hi": value.max(),
-            "bad": (q == 2).coarsen(time=per, boundary="pad").max(),
-            "suspect": ((q == 1) | (q == 3)).coarsen(time=per, boundary="pad").max(),
-        }).compute()
+        with warnings.catch_warnings():  # a column of NaN samples is a gap (drawn BAD), not news
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            reduced = xr.Dataset({
+                "lo": value.min(), "hi": value.max(),
+                "bad": (q == 2).coarsen(time=per, boundary="pad").max(),
+                "suspect": ((q == 1) | (q == 3)).coarsen(time=per, boundary="pad").max(),
+            }).compute()
         lo, hi = reduced["lo"].values, reduced["hi"].values
         bad = reduced["bad"].values.astype(bool) | np.isnan(lo)
         suspect = reduced["suspect"].values.astype(bool) & ~bad

@@ -63,6 +63,7 @@ __all__ = [
     "read_column",
     "read_source",
     "run_all_cells",
+    "run_in_kernel",
     "start_session",
     "wait_for_bokeh_model",
     "wait_for_canvas_change",
@@ -551,6 +552,26 @@ class UpdateStats:
     @property
     def animation_fps(self) -> float:
         return self.animation_frames / self.seconds
+
+
+_EXECUTE_JS = """async (code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const future = kernel.requestExecute({code, store_history: false});
+  let out = "";
+  future.onIOPub = (msg) => {
+    if (msg.header.msg_type === "stream") out += msg.content.text;
+    if (msg.header.msg_type === "error") out += msg.content.ename + ": " + msg.content.evalue;
+  };
+  await future.done;
+  return out;
+}"""
+
+
+def run_in_kernel(page: Page, code: str) -> str:
+    """Run ``code`` in the kernel of the notebook open in JupyterLab (through the page's own
+    connection, so it queues behind the page's messages); what it printed, or its error."""
+    out: str = page.evaluate(_EXECUTE_JS, code)
+    return out
 
 
 def wait_for_bokeh_model(page: Page, name: str, *, rendered: bool = False, timeout: float = 60.0) -> None:

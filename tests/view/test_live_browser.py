@@ -25,6 +25,7 @@ from tests.view.browser import (
     measure_updates,
     open_notebook,
     read_source,
+    run_in_kernel,
     wait_for_bokeh_model,
     wait_for_canvas_change,
     wait_for_last_x,
@@ -123,19 +124,6 @@ _PAGE_FRAMES_JS = """(name) => {
   return [0, null];
 }"""
 
-# Run `code` in the notebook's kernel (the page's own connection) and return what it printed.
-_EXECUTE_JS = """async (code) => {
-  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  const future = kernel.requestExecute({code, store_history: false});
-  let out = "";
-  future.onIOPub = (msg) => {
-    if (msg.header.msg_type === "stream") out += msg.content.text;
-    if (msg.header.msg_type === "error") out += msg.content.ename + ": " + msg.content.evalue;
-  };
-  await future.done;
-  return out;
-}"""
-
 # A receiver of the page's BokehJS that starts listening at a patch's metadata: with daqlab's
 # resync (RESYNC_JS) it applies the next patches (contents 2 and 3); without, none of them.
 _MID_PATCH_JS = """() => {
@@ -173,7 +161,7 @@ def _wait_for_page_frames(page: Page, at_least: int, *, timeout: float = 60.0) -
 
 
 def _pacer_state(page: Page) -> dict[str, Any]:
-    out: str = page.evaluate(_EXECUTE_JS, _PACER_STATE)
+    out: str = run_in_kernel(page, _PACER_STATE)
     state: dict[str, Any] = json.loads(out)
     return state
 
