@@ -153,7 +153,9 @@ class Recorder:
     def _run(self) -> None:
         next_flush = self._clock() + self.flush_interval
         while not self._stop.is_set() and self.error is None:
-            self._reader.wait(timeout=max(0.0, min(0.1, next_flush - self._clock())))
+            # nothing pending: wait for data (a due flush must not turn the wait into a spin)
+            due = next_flush - self._clock() if self._pending_n else 0.1
+            self._reader.wait(timeout=max(0.0, min(0.1, due)))
             self._take()
             if self._pending_n and (
                 self._flush_requested or self._clock() >= next_flush

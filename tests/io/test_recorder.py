@@ -108,3 +108,38 @@ def test_a_bad_range_is_refused_saying_what_is_allowed(
     _, rec = recording
     with pytest.raises(dl.ConfigurationError, match=match):
         rec.samples(start, stop)
+
+
+def test_an_idle_recorder_waits_instead_of_spinning(tmp_path: Path) -> None:
+    """Once a flush was due with nothing pending, the thread used to wait 0 s per turn: a core
+    at 100 % for as long as no sample came. It now sleeps in the reader's wait (woken by data)."""
+    import threading
+    import time
+
+    calls = 0
+    lock = threading.Lock()
+
+    def clock() -> float:
+        nonlocal calls
+        with lock:
+            calls += 1
+        return time.monotonic()
+
+    buf = dl.RingBuffer(["a"], 1000, 100.0, start="2024-01-01")
+    rec = dl.Recorder(buf, tmp_path / "idle.nc", flush_interval=0.01, clock=clock)
+    rec.start()
+    buf.push(np.ones((1, 10)))
+    wait_for(lambda: rec.saved_upto == 10, what="the first samples on disk")
+    with lock:
+        before = calls
+    t0 = time.monotonic()
+    deadline = t0 + 0.5
+    while time.monotonic() < deadline:  # idle: the thread may turn at most every 0.1 s
+        time.sleep(0.05)
+    with lock:
+        turns = calls - before
+    elapsed = time.monotonic() - t0
+    rec.close()
+    # a spinning thread calls the clock thousands of times in 0.5 s; a waiting one ~2 per 0.1 s
+    assert turns <= 4 * (elapsed / 0.1 + 2), f"{turns} clock calls in {elapsed:.2f} s idle"
+    assert dl.open_run(tmp_path / "idle.nc").sizes["time"] == 10
