@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from daqlab.errors import DaqlabError
-from daqlab.io._codec import from_json, to_json
+from daqlab.errors import DaqlabError, FormatError
+from daqlab.io._codec import decode_attrs, to_json
 from daqlab.io._csv import sidecar_path
 from daqlab.io._csv_read import read_sidecar
 from daqlab.io._formats import HDF5_MAGIC, TABLE, sniff
@@ -71,13 +71,6 @@ def _node(group: str, attrs: Mapping[str, Any], summary: Mapping[str, Any]) -> d
     }
 
 
-def _stored_attrs(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes a stored summary holds (its metadata as the codec's JSON: decoded)."""
-    attrs = dict(summary["attrs"])
-    attrs["metadata"] = from_json(attrs.get("metadata", {}))
-    return attrs
-
-
 def _record(fmt: str, state: str, attrs: Mapping[str, Any], nodes: list[dict[str, Any]]) -> dict[str, Any]:
     metadata = attrs.get("metadata", {})
     return {
@@ -95,26 +88,20 @@ def _from_tree(tree: xr.DataTree, fmt: str, state: str) -> dict[str, Any]:
 
 
 def _netcdf(path: Path) -> dict[str, Any] | None:
-    """The record of a daqlab NetCDF file from its stored summaries (one attribute per run;
-    a tree's root attributes too), or None where a run has no valid one."""
+    """The record of a daqlab NetCDF file from its attributes and the summary stored with each
+    run (its counts), or None where a run has no valid one."""
     # no HDF5 file locking: nothing is written, and daqlab writes under temporary names
     with h5py.File(path, "r", locking=False) as f:
         version = f.attrs.get(SCHEMA_ATTR)
         if version is None or int(np.ravel(version)[0]) > SCHEMA_VERSION:
             return None  # not ours, or newer: the reader says so
-        if "value" in f:
-            summary = stored_summary(f)
-            if summary is None:
-                return None
-            attrs = _stored_attrs(summary)
-            return _record("netcdf", "complete", attrs, [_node("/", attrs, summary)])
-        nodes = []
-        for key in _groups(f)[0]:
-            summary = stored_summary(f[key])
-            if summary is None:
-                return None
-            nodes.append(_node(key, _stored_attrs(summary), summary))
+        groups = ["/"] if "value" in f else _groups(f)[0]
+        summaries = [stored_summary(f if key == "/" else f[key]) for key in groups]
+        if any(summary is None for summary in summaries):
+            return None
         root = from_disk(xr.Dataset(attrs=_attrs(f)), path).attrs
+        nodes = [_node(key, root if key == "/" else from_disk(xr.Dataset(attrs=_attrs(f[key])), path).attrs,
+                       summary) for key, summary in zip(groups, summaries, strict=True)]
     return _record("netcdf", "complete", root, nodes)
 
 
@@ -127,7 +114,10 @@ def _csv(path: Path, fmt: str) -> dict[str, Any] | None:
     summary = valid_summary(header.get("summary"), header["samples"], len(header["channels"]))
     if summary is None:
         return None
-    attrs = _stored_attrs(summary)
+    try:
+        attrs = decode_attrs(header["attrs"], header["attr_types"])
+    except ValueError as exc:
+        raise FormatError(f"{side} is damaged: {exc}.") from None
     return _record(fmt, "complete", attrs, [_node("/", attrs, summary)])
 
 
@@ -155,7 +145,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     if is_recording(p):
         state: str = recording_state(p)
-        tree = open_tree(p, chunks={})
+        tree = open_tree(p, chunks=_chunks_for(p))
         try:
             return _from_tree(tree, "recording", state)
         finally:
@@ -175,7 +165,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         record = _csv(p, fmt)
     if record is None:
         state = _session_state(p) if fmt == "session" else "complete"
-        tree = open_tree(p, chunks={})
+        # a session manifest is small, its recordings need not be
+        tree = open_tree(p, chunks={} if fmt == "session" else _chunks_for(p))
         try:
             record = _from_tree(tree, fmt, state)
         finally:
@@ -184,6 +175,13 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 _STATES = ("recording", "crashed", "complete")
+_EAGER_BYTES = 64 << 20
+
+
+def _chunks_for(path: Path) -> dict[str, Any] | None:
+    """Read small runs whole (dask's bookkeeping costs more than their samples), big ones lazily
+    (their quality counted chunk by chunk, never all in memory)."""
+    return None if disk_bytes(path) < _EAGER_BYTES else {}
 
 
 def _session_state(path: Path) -> str:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from daqlab.io._codec import dumps, loads, to_json
+from daqlab.io._codec import dumps, loads
 from daqlab.model import Quality
 
 __all__ = ["SUMMARY_ATTR", "quality_counts", "run_summary", "stored_summary", "write_summaries"]
@@ -71,16 +71,11 @@ def _time_ns(run: xr.Dataset, i: int) -> int | None:
 
 def run_summary(run: xr.Dataset, counts: list[int] | None = None) -> dict[str, Any]:
     """The summary of ``run``: samples, first/last time (ns since 1970, UTC), quality counts
-    (computed here unless given), channels, units, and the attributes a catalog lists."""
+    (computed here unless given), channels and units. Not the run's attributes: the file holds
+    those, and a tool may edit them."""
     if counts is None:
         counts = quality_counts(run["quality"].data)
-    a = run.attrs
     return {
-        "attrs": {"name": str(a.get("name", "")), "id": str(a.get("id", "")),
-                  "description": str(a.get("description", "")),
-                  "created_at": str(a.get("created_at", "")),
-                  "sample_rate": float(a["sample_rate"]), "calibrated": bool(a.get("calibrated")),
-                  "metadata": to_json(a.get("metadata", {}))},
         "version": _VERSION,
         "samples": int(run.sizes["time"]),
         "start": _time_ns(run, 0),
@@ -110,7 +105,7 @@ def valid_summary(summary: Any, samples: int, channels: int) -> dict[str, Any] |
     if not isinstance(summary, dict) or summary.get("version") != _VERSION:
         return None
     try:
-        ok = (isinstance(summary["attrs"], dict) and summary["samples"] == samples
+        ok = (summary["samples"] == samples
               and len(summary["channels"]) == channels
               and len(summary["units"]) == channels and len(summary["quality"]) == _FLAGS
               and sum(summary["quality"]) == samples * channels)
