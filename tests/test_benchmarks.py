@@ -103,3 +103,32 @@ def test_lsl_benchmark_quick_run_prints_the_table() -> None:
             row = (rf"^\s*{channels}\s+{rate}\s+{reader}\s+[\d,]+\s+0\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+"
                    r"\s+\d+\.\d\d\s*$")
             assert re.search(row, out, re.MULTILINE), f"no row {channels} x {rate} {reader}:\n{out}"
+
+
+def test_catalog_benchmark_quick_run_prints_every_case(tmp_path: Path) -> None:
+    out = run_quick("catalog.py", "--dir", str(tmp_path), timeout=300)
+    head = r"^case\s+runs\s+seconds\s+runs/s\s+baseline\s+base s\s+ratio\s+target$"
+    assert re.search(head, out, re.MULTILINE), out
+    num, n = r"\d+\.\d{3}", r"[\d,]+"
+    timed = rf"\s+\d+\s+{num}\s+{n}\s+"
+    every, walk, ten = "dl.open_run of every file", "os.walk + os.stat", "walk+stat + open_run of the 10"
+    index, rescan = r">= 200/s (PASS|MISS)", r"<= 1 s (PASS|MISS)"
+    for case, baseline, target in (
+            ("first index, daqlab NetCDF + CSV only", every, index),
+            ("first index, mixed formats", every, "-"),
+            ("rescan, nothing changed", walk, rescan),
+            ("new Catalog on its index, nothing changed", walk, rescan),
+            ("rescan after touching 10 files (os.utime)", ten, rescan),
+            ("rescan after rewriting 10 files", ten, rescan),
+            ("cat.open(row) of one NetCDF run", "dl.open_run(path)", "-"),
+            ("cat.open(run id) of the same run", "dl.open_run(path)", "-")):
+        row = rf"^{re.escape(case)}{timed}{re.escape(baseline)}\s+{num}\s+\d+\.\d\d\s+{target}$"
+        assert re.search(row, out, re.MULTILINE), f"no row {case}:\n{out}"
+    for case in (r"cat\.search\('dana'\): [1-9]\d* rows", r"cat\.search\('S-\d{4}'\): [1-9]\d* rows",
+                 r"cat\.search\('degC'\): [1-9]\d* rows", r"cat\.df\.query\(\.\.\.\): \d+ rows"):
+        assert re.search(rf"^{case}{timed}-\s+-\s+-\s+-$", out, re.MULTILINE), f"no row {case}:\n{out}"
+    # every run made is a row: the damaged one as an error, the crashed recording as crashed
+    assert re.search(r"^rows: 100 of 100 runs made; states: .*\b1 error\b", out, re.MULTILINE), out
+    assert re.search(r"^rows: .*\b1 crashed\b", out, re.MULTILINE), out
+    assert re.search(r"^index: \.daqlab-catalog\.sqlite \d+\.\d\d MB for 100 rows", out, re.MULTILINE), out
+    assert list(tmp_path.iterdir()) == []  # its files are removed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import warnings
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from daqlab.run import (
     validate,
 )
 
-__all__ = ["from_disk", "open_netcdf", "refuse_non_netcdf4", "save_netcdf", "to_disk"]
+__all__ = ["ENCODING_ATTR", "decode_disk_attrs", "from_disk", "open_netcdf", "refuse_non_netcdf4",
+           "save_netcdf", "to_disk"]
 
 
 
-_ENCODING_ATTR = "daqlab_attrs"
+ENCODING_ATTR = "daqlab_attrs"
 """JSON note of how attributes were encoded, so that opening restores them exactly."""
 
 
@@ -50,7 +52,7 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
     attributes CF wants (``title``, ``history``, ``Conventions``) are added and
     removed again unless the run had its own.
     """
-    reserved = sorted({"daqlab_version", SCHEMA_ATTR, _ENCODING_ATTR, SUMMARY_ATTR, "_FillValue",
+    reserved = sorted({"daqlab_version", SCHEMA_ATTR, ENCODING_ATTR, SUMMARY_ATTR, "_FillValue",
                        "coordinates"}
                       & set(map(str, run.attrs)))
     if reserved:
@@ -78,7 +80,7 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
             note["added"].append(k)
     attrs["daqlab_version"] = __version__
     attrs[SCHEMA_ATTR] = np.int32(SCHEMA_VERSION)
-    attrs[_ENCODING_ATTR] = dumps(note)
+    attrs[ENCODING_ATTR] = dumps(note)
     out = run.copy(deep=False)
     out.attrs = attrs
     return out
@@ -86,7 +88,14 @@ def to_disk(run: xr.Dataset) -> xr.Dataset:
 
 def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
     """Decode :func:`to_disk`'s encoding; refuse files from a newer schema."""
-    attrs = dict(ds.attrs)
+    out = ds.copy(deep=False)
+    out.attrs = decode_disk_attrs(ds.attrs, source)
+    return out
+
+
+def decode_disk_attrs(stored: Mapping[Any, Any], source: Path) -> dict[str, Any]:
+    """The run attributes :func:`to_disk` encoded as ``stored``; refuse a newer schema."""
+    attrs = {str(k): v for k, v in stored.items()}
     version = attrs.pop(SCHEMA_ATTR, None)
     if version is None:
         raise FormatError(
@@ -97,12 +106,12 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
     attrs.pop("daqlab_version", None)
     attrs.pop(SUMMARY_ATTR, None)  # a cache of the file's contents, not the run's (see _summary)
     try:
-        note = loads(plain(attrs.pop(_ENCODING_ATTR, "{}")))
+        note = loads(plain(attrs.pop(ENCODING_ATTR, "{}")))
         types = note_types(note, legacy_json="json-untagged")
         history_len = note.get("history_len")
         added = [k for k in note.get("added", []) if k in attrs]
     except (ValueError, TypeError, AttributeError) as exc:
-        raise FormatError(f"{source}: attribute {_ENCODING_ATTR!r} is not a valid note ({exc}).") from None
+        raise FormatError(f"{source}: attribute {ENCODING_ATTR!r} is not a valid note ({exc}).") from None
     for k in added:
         del attrs[k]
     if isinstance(history_len, int) and isinstance(attrs.get("history"), str):
@@ -111,9 +120,7 @@ def from_disk(ds: xr.Dataset, source: Path) -> xr.Dataset:
         attrs = from_hdf5_attrs(attrs, types)
     except ValueError as exc:
         raise FormatError(f"{source}: {exc}; the file was damaged or edited by another tool.") from None
-    out = ds.copy(deep=False)
-    out.attrs = attrs
-    return out
+    return attrs
 
 
 _CHUNK_SAMPLES = 1 << 18  # per channel and HDF5 chunk: 2 MiB of float64
