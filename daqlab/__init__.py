@@ -13,10 +13,12 @@ from daqlab._version import __version__
 from daqlab.accessor import DaqAccessor
 from daqlab.acquisition import AcquisitionConfig, DataManager
 from daqlab.buffer import Block, Reader, RingBuffer
+from daqlab.captures import Captures
 from daqlab.errors import (
     AcquisitionError,
     AlreadyCalibratedError,
     CalibrationError,
+    CaptureTimeout,
     ChannelError,
     ChannelNotFoundError,
     ConfigurationError,
@@ -40,6 +42,7 @@ from daqlab.errors import (
 from daqlab.io import Recorder, open_recording, open_run, open_runs, open_tree, save
 from daqlab.model import Calibration, Channel, Quality
 from daqlab.run import SCHEMA_VERSION, calibrate, empty_run, make_run, uncalibrate, validate
+from daqlab.trigger import Trigger
 
 if TYPE_CHECKING:
     from daqlab import processing
@@ -76,6 +79,8 @@ __all__ = [
     "Block",
     "Calibration",
     "CalibrationError",
+    "CaptureTimeout",
+    "Captures",
     "Catalog",
     "Channel",
     "ChannelError",
@@ -107,6 +112,7 @@ __all__ = [
     "SourceNotFoundError",
     "SpectrumView",
     "StorageError",
+    "Trigger",
     "__version__",
     "align",
     "calibrate",

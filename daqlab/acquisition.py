@@ -35,9 +35,11 @@ from daqlab._config import (
 )
 from daqlab._shutdown import ShutdownHooks
 from daqlab.buffer import RingBuffer
+from daqlab.captures import Captures
 from daqlab.checks import real
 from daqlab.errors import (
     AcquisitionError,
+    ChannelNotFoundError,
     ConfigurationError,
     DataRangeError,
     DatasetNotFoundError,
@@ -58,6 +60,7 @@ from daqlab.io import SESSION_SUFFIX, Recorder, open_run, save, storage_errors, 
 from daqlab.run import check_metadata, iso_utc, run_attrs
 from daqlab.sources import Source
 from daqlab.tree import make_tree, node_names
+from daqlab.trigger import Trigger
 
 __all__ = ["AcquisitionConfig", "DataManager", "DatasetRecord"]
 
@@ -166,6 +169,7 @@ class DataManager:
         self._started_at = ""
         self.id = str(uuid.uuid4())
         """The session's id: the id of :meth:`snapshot_tree`'s and :meth:`export_session`'s tree."""
+        self._armed: list[Captures] = []
         self.session_path: Path | None = None
         """The session manifest (recording several sources): ``daqlab.open_tree`` opens it as a
         tree of their recordings, also after a crash."""
@@ -310,6 +314,8 @@ class DataManager:
         finally:
             for buf in self.buffers.values():
                 buf.close()
+            for captures in self._armed:  # they drain what the buffers hold, then end
+                captures.finish(timeout=self.config.stop_timeout)
             self.bus.close(timeout=self.config.stop_timeout)
             self._state = "stopped"
         if hung:
@@ -491,6 +497,23 @@ class DataManager:
     ) -> Subscription:
         """Events through a bounded queue (iterate, ``get(timeout)``) or a callback thread."""
         return self.bus.subscribe(callback, kinds=kinds, maxsize=maxsize or self.config.event_queue_size)
+
+    def arm(self, trigger: Trigger, *, keep: int = 1000) -> Captures:
+        """Arm ``trigger`` on the buffer of its channel's source: the captures it makes, as they
+        come (iterate, ``get(timeout)``, ``close()``); each is announced by a
+        :class:`~daqlab.events.Triggered` event. Captures stop with the manager. See
+        :class:`daqlab.captures.Captures`."""
+        if not isinstance(trigger, Trigger):
+            raise ConfigurationError(f"arm() takes a daqlab.Trigger, e.g. dl.Trigger('ai0', 0.5); got "
+                                     f"{type(trigger).__name__} ({trigger!r:.60}).")
+        source = self._channel_source.get(trigger.channel)
+        if source is None:
+            raise ChannelNotFoundError(f"trigger channel {trigger.channel!r} is in none of the sources; "
+                                       f"channels: {sorted(self._channel_source)}.")
+        captures = Captures(self.buffers[source], trigger, keep=keep, source_name=source,
+                            publish=self.bus.publish, clock=self._clock)
+        self._armed.append(captures)
+        return captures
 
     def create_dataset(
         self,

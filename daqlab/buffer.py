@@ -312,10 +312,15 @@ class RingBuffer:
             block = self._copy_out(start, n)
         return self.to_run(block)
 
-    def reader(self, *, from_oldest: bool = False) -> Reader:
-        """A new reader whose cursor starts at the next sample (or the oldest held)."""
+    def reader(self, *, from_oldest: bool = False, back: int = 0) -> Reader:
+        """A new reader whose cursor starts at the next sample (or the oldest held), or ``back``
+        samples before the next one (as many of them as are held). Its :attr:`Reader.origin` is
+        the write counter when it was made."""
+        back = whole(back, "reader(back=...)")
         with self._cond:
-            r = Reader(self, self._held_span()[0] if from_oldest else self._written)
+            lo, hi = self._held_span()
+            r = Reader(self, lo if from_oldest else max(lo, hi - back))
+            r.origin = hi
             self._readers.add(r)
             return r
 
@@ -340,6 +345,8 @@ class Reader:
         self.skipped = 0
         """Samples dropped unread by ``clear()`` or :meth:`skip_to_latest`."""
         self.id = uuid.uuid4().hex[:8]
+        self.origin = position
+        """The write counter when the reader was made (samples from it on are new to it)."""
         self._closed = False
 
     def __repr__(self) -> str:

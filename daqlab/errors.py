@@ -13,6 +13,7 @@ __all__ = [
     "AcquisitionError",
     "AlreadyCalibratedError",
     "CalibrationError",
+    "CaptureTimeout",
     "ChannelError",
     "ChannelNotFoundError",
     "ConfigurationError",
@@ -148,3 +149,7 @@ class IncompleteFileWarning(UserWarning):
 class RunsLeftOutWarning(UserWarning):
     """Runs were joined, and some of those asked for were left out (different channels, an
     overlap, unreadable); each is in the result's ``attrs["left_out"]`` with its reason."""
+
+
+class CaptureTimeout(DaqlabError, TimeoutError):
+    """No capture came from an armed trigger in the time given, or none will come any more."""

@@ -33,6 +33,7 @@ __all__ = [
     "Recorded",
     "RecordingFailed",
     "Subscription",
+    "Triggered",
 ]
 
 
@@ -101,6 +102,17 @@ class RecordingFailed(Event):
 
     path: Path
     error: BaseException
+
+
+@dataclass(frozen=True)
+class Triggered(Event):
+    """An armed trigger made capture number ``capture`` around write index ``index`` (the
+    trigger sample, at ``time``); ``triggered`` is False for auto mode's untriggered captures."""
+
+    capture: int
+    index: int
+    time: np.datetime64
+    triggered: bool
 
 
 @dataclass(eq=False)
