@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from daqlab.checks import as_float, is_real
+from daqlab.checks import as_float, is_real, shown
 from daqlab.errors import CalibrationError, ChannelError, ConfigurationError
 
 __all__ = [
@@ -389,7 +389,10 @@ def to_channels(
         else:
             raise ChannelError(
                 f"{what} must hold channel names (str) or daqlab.Channel objects; "
-                f"got {c!r} ({type(c).__name__})."
+                f"got {shown(c)} ({type(c).__name__})."
+                + (" Numbers here often mean values and channels were swapped: the call is "
+                   "make_run(values, channels, sample_rate=...)." if is_real(c) or hasattr(c, "__len__")
+                   else "")
             )
     if not out:
         raise ChannelError(f"{what} is empty; give at least one channel, e.g. ['ai0'].")

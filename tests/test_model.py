@@ -465,3 +465,15 @@ def test_ints_beyond_float64_get_a_daqlab_error_not_an_overflow(call: Any) -> No
 
 def test_ranges_beyond_float64_are_open_ends() -> None:
     assert dl.Channel("a", range=(-_HUGE, _HUGE)).range == (-math.inf, math.inf)
+
+
+def test_channels_given_as_numbers_get_a_short_error_that_suspects_swapped_arguments() -> None:
+    import numpy as np
+
+    import daqlab as dl
+
+    with pytest.raises(dl.ChannelError) as info:
+        dl.make_run(np.ones((2, 1000)), np.ones((2, 1000)), sample_rate=1.0)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert len(message) < 300, message  # not the whole array
+    assert "values and channels were swapped" in message
