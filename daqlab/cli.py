@@ -216,9 +216,14 @@ def _ls(args: argparse.Namespace) -> int:
     if args.json:
         print(df.to_json(orient="records", date_format="iso", date_unit="ns", indent=1))
         return 0
-    print(ls_table(df) if len(df) else f"no runs in {cat.root}")
-    if len(df):
-        print(f"{len(df)} runs in {cat.root}; errors: {int((df['state'] == 'error').sum())}")
+    if not len(df):
+        print(f"no runs in {cat.root}")
+        return 0
+    unreadable = int((df["state"] == "error").sum())
+    # the error column only when a run has one
+    print(ls_table(df, LS_COLUMNS if unreadable else LS_COLUMNS[:-1]))
+    print(f"{len(df)} runs in {cat.root}" + (f"; {unreadable} unreadable (their error is in the last "
+                                             "column)" if unreadable else ""))
     return 0
 
 

@@ -289,7 +289,7 @@ def test_daqlab_ls_and_info_of_a_folder(folder: Path, capsys: pytest.CaptureFixt
     r1 = next(line for line in lines if line.startswith("r1.nc"))
     assert r1.split()[1:9] == ["netcdf", "complete", "run", "1", "2024-05-01", "10:01:00", "1.99", "100"]
     assert r1.split()[9:13] == ["2", "200", "5%", "31.4"] or r1.split()[11] == "5%"
-    assert lines[-1] == f"7 runs in {folder.resolve()}; errors: 1"
+    assert lines[-1] == f"7 runs in {folder.resolve()}; 1 unreadable (their error is in the last column)"
     code, out, _ = _ls(["ls", str(folder), "--sort", "start", "--reverse"], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:4]] == ["tree.nc", "xyz.nc", "day2/r2.csv"]
     code, out, _ = _ls(["ls", str(folder), "--json"], capsys)
@@ -309,6 +309,10 @@ def test_daqlab_ls_and_info_of_a_folder(folder: Path, capsys: pytest.CaptureFixt
     assert code == 0
     assert out.startswith(f"7 runs in {folder.resolve()}")
     assert "states:" in out
+    (folder / "broken.nc").unlink()  # nothing unreadable: no error column, no count of errors
+    code, out, _ = _ls(["ls", str(folder)], capsys)
+    assert out.splitlines()[0].split()[-1] == "bytes"
+    assert out.splitlines()[-1] == f"6 runs in {folder.resolve()}"
     empty = folder.parent / "empty"
     empty.mkdir()
     code, out, _ = _ls(["ls", str(empty)], capsys)
