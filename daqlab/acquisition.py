@@ -56,7 +56,7 @@ from daqlab.events import (
     NewData,
     Subscription,
 )
-from daqlab.io import SESSION_SUFFIX, Recorder, open_run, save, storage_errors, write_session
+from daqlab.io import CAPTURES_SUFFIX, SESSION_SUFFIX, Recorder, open_run, save, storage_errors, write_session
 from daqlab.run import check_metadata, iso_utc, run_attrs
 from daqlab.sources import Source
 from daqlab.tree import make_tree, node_names
@@ -498,10 +498,13 @@ class DataManager:
         """Events through a bounded queue (iterate, ``get(timeout)``) or a callback thread."""
         return self.bus.subscribe(callback, kinds=kinds, maxsize=maxsize or self.config.event_queue_size)
 
-    def arm(self, trigger: Trigger, *, keep: int = 1000) -> Captures:
+    def arm(self, trigger: Trigger, *, keep: int = 1000, record: bool | None = None) -> Captures:
         """Arm ``trigger`` on the buffer of its channel's source: the captures it makes, as they
         come (iterate, ``get(timeout)``, ``close()``); each is announced by a
-        :class:`~daqlab.events.Triggered` event. Captures stop with the manager. See
+        :class:`~daqlab.events.Triggered` event. Captures stop with the manager. ``record``
+        (default: as the manager records) writes them, crash-safely, into a folder
+        ``<output_dir>/<time>-<name>-<channel>.daqcap`` (``captures.folder``), which
+        ``daqlab.open_tree`` and ``daqlab.io.open_captures`` read. See
         :class:`daqlab.captures.Captures`."""
         if not isinstance(trigger, Trigger):
             raise ConfigurationError(f"arm() takes a daqlab.Trigger, e.g. dl.Trigger('ai0', 0.5); got "
@@ -510,8 +513,15 @@ class DataManager:
         if source is None:
             raise ChannelNotFoundError(f"trigger channel {trigger.channel!r} is in none of the sources; "
                                        f"channels: {sorted(self._channel_source)}.")
+        folder = None
+        if self.config.record if record is None else record:
+            self._make_output_dir()
+            stamp = self._started_at or _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            folder = self.config.output_dir / (f"{stamp}-{self.name}-{trigger.channel}-"
+                                               f"{uuid.uuid4().hex[:8]}{CAPTURES_SUFFIX}")
         captures = Captures(self.buffers[source], trigger, keep=keep, source_name=source,
-                            publish=self.bus.publish, clock=self._clock)
+                            publish=self.bus.publish, clock=self._clock, record=folder,
+                            flush_interval=self.config.flush_interval)
         self._armed.append(captures)
         return captures
 

@@ -19,19 +19,23 @@ the capture, ``trigger_channel``, ``trigger_level``...). Iterate the captures, o
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from daqlab.buffer import Block, Reader, RingBuffer
-from daqlab.checks import whole
-from daqlab.errors import CaptureTimeout, ChannelNotFoundError, ConfigurationError
-from daqlab.events import Event, Triggered
+from daqlab.checks import real, whole
+from daqlab.errors import CaptureTimeout, ChannelNotFoundError, ConfigurationError, DaqlabError
+from daqlab.events import Event, RecordingFailed, Triggered
+from daqlab.io import CAPTURES_SUFFIX, CaptureWriter, as_path
 from daqlab.trigger import Detector, Trigger
 
 __all__ = ["Captures"]
@@ -63,7 +67,8 @@ class Captures:
 
     def __init__(self, buffer: RingBuffer, trigger: Trigger, *, keep: int = 1000, source_name: str = "",
                  publish: Callable[[Event], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, record: str | os.PathLike[str] | None = None,
+                 flush_interval: float = 0.25) -> None:
         if not isinstance(trigger, Trigger):
             raise ConfigurationError(f"arm() takes a daqlab.Trigger, e.g. dl.Trigger('ai0', 0.5); got "
                                      f"{type(trigger).__name__} ({trigger!r:.60}).")
@@ -89,6 +94,21 @@ class Captures:
         self._closed = threading.Event()
         self._done = False
         self.error: BaseException | None = None
+        self.record_error: BaseException | None = None
+        """Why recording the captures stopped (a full disk...), or None."""
+        self.flush_interval = real(flush_interval, "flush_interval", lower=0)
+        self.folder: Path | None = None
+        """The folder the captures are recorded into (``record=``), or None."""
+        self._writer: CaptureWriter | None = None
+        self._recorded = 0
+        if record is not None:
+            self.folder = as_path(record, "record")
+            if self.folder.suffix != CAPTURES_SUFFIX:
+                self.folder = self.folder.with_name(self.folder.name + CAPTURES_SUFFIX)
+            self._writer = CaptureWriter(self.folder, buffer.channels, buffer.to_run(
+                Block(np.empty((len(names), 0)), np.empty((len(names), 0), np.int8),
+                      np.empty(0, "datetime64[ns]"), 0)).attrs, trigger.describe(), self.pre, self.post)
+        self._last_flush = self._clock()
         self._reader: Reader = buffer.reader(back=self.pre)
         self.armed_at = self._reader.origin
         """The write counter when the trigger was armed: triggers fire at samples from it on."""
@@ -110,10 +130,12 @@ class Captures:
                 elif self.buffer.closed and self._reader.available <= 0:
                     break
                 self._auto()
+                self._flush(force=False)
         except BaseException as exc:  # reported to whoever waits on the captures
             self.error = exc
         finally:
             self._reader.close()
+            self._close_writer()
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
@@ -137,6 +159,39 @@ class Captures:
         if self.trigger.mode == "single" and self.count:
             self._done = True
         self._trim()
+
+    def _flush(self, *, force: bool) -> None:
+        """Write the captures made since the last segment, every ``flush_interval`` seconds."""
+        w = self._writer
+        if w is None or not w.pending:
+            return
+        if not force and self._clock() - self._last_flush < self.flush_interval:
+            return
+        self._last_flush = self._clock()
+        try:
+            w.flush()
+        except (OSError, ValueError, DaqlabError) as exc:  # a full disk: capturing goes on in memory
+            self.record_error = exc
+            self._writer, self._recorded = None, w.written
+            self._publish(RecordingFailed(self.source_name, w.folder, exc))
+            with contextlib.suppress(Exception):
+                w.close()
+
+    def _close_writer(self) -> None:
+        self._flush(force=True)
+        w = self._writer
+        if w is not None:
+            try:
+                w.close()
+            except (OSError, ValueError, DaqlabError) as exc:
+                self.record_error = exc
+                self._publish(RecordingFailed(self.source_name, w.folder, exc))
+            self._writer, self._recorded = None, w.written
+
+    @property
+    def recorded(self) -> int:
+        """Captures durable in :attr:`folder` so far."""
+        return self._recorded if self._writer is None else self._writer.written
 
     def _gap(self, resumed_at: int) -> None:
         """Samples before ``resumed_at`` were lost: drop what needs them, arm anew after."""
@@ -196,6 +251,8 @@ class Captures:
         run.attrs["metadata"] = {**run.attrs.get("metadata", {}), "trigger": trig.describe()}
         self.count += 1
         self._last_capture = self._clock()
+        if self._writer is not None:
+            self._writer.add(run)
         with self._cond:
             self.latest = run
             self._queue.append(run)

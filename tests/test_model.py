@@ -473,7 +473,7 @@ def test_channels_given_as_numbers_get_a_short_error_that_suspects_swapped_argum
     import daqlab as dl
 
     with pytest.raises(dl.ChannelError) as info:
-        dl.make_run(np.ones((2, 1000)), np.ones((2, 1000)), sample_rate=1.0)  # type: ignore[arg-type]
+        dl.make_run(np.ones((2, 1000)), np.ones((2, 1000)), sample_rate=1.0)
     message = str(info.value)
     assert len(message) < 300, message  # not the whole array
     assert "values and channels were swapped" in message

@@ -2,9 +2,9 @@
 
 Hidden names (a leading dot: the index, temporary files of saves in progress, editors' files)
 are passed over, and so are CSV sidecars (part of their CSV's run). A recording folder is one
-entry (not descended into); other folders are walked, symbolic links to folders are not (no
-loops). Only ``stat`` is called here: the signature says whether a file changed, so the catalog
-reads only what did.
+entry, and so is a folder of captures (neither is descended into); other folders are walked,
+symbolic links to folders are not (no loops). Only ``stat`` is called here: the signature says
+whether a file changed, so the catalog reads only what did.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from daqlab.io import SESSION_SUFFIX, SIDECAR_SUFFIX, recording_state
+from daqlab.io import SESSION_SUFFIX, SIDECAR_SUFFIX, is_captures, recording_state
 
 __all__ = ["Entry", "shown", "walk"]
 
@@ -85,7 +85,7 @@ def walk(root: Path) -> dict[str, Entry]:
             path = Path(e.path)
             try:
                 if e.is_dir(follow_symlinks=False):
-                    if (path / _MANIFEST).is_file():
+                    if (path / _MANIFEST).is_file() or is_captures(path):
                         found[_rel(path, root)] = _recording(path)
                     else:
                         stack.append(path)

@@ -1,6 +1,7 @@
 """Saving and opening runs in every format; the streaming recorder."""
 
 from daqlab.io._atomic import as_path, atomic_path, path_error, storage_errors
+from daqlab.io._capfile import CAPTURES_SUFFIX, CaptureWriter, is_captures, open_captures
 from daqlab.io._codec import from_json
 from daqlab.io._csv import SIDECAR_SUFFIX
 from daqlab.io._describe import describe, disk_bytes
@@ -23,11 +24,13 @@ from daqlab.io._session import SESSION_SUFFIX, write_session
 from daqlab.io._writerlock import recording_state
 
 __all__ = [
+    "CAPTURES_SUFFIX",
     "FORMATS",
     "READ_ONLY",
     "SESSION_SUFFIX",
     "SIDECAR_SUFFIX",
     "TABLE",
+    "CaptureWriter",
     "Format",
     "Recorder",
     "as_path",
@@ -37,9 +40,11 @@ __all__ = [
     "disk_bytes",
     "format_for",
     "from_json",
+    "is_captures",
     "is_recording",
     "join_problems",
     "join_runs",
+    "open_captures",
     "open_recording",
     "open_run",
     "open_runs",

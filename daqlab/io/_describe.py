@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from daqlab.errors import DaqlabError, FormatError
+from daqlab.io._capfile import is_captures
 from daqlab.io._codec import decode_attrs, to_json
 from daqlab.io._csv import sidecar_path
 from daqlab.io._csv_read import read_sidecar
@@ -157,11 +158,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     p = Path(path)
     if not p.is_dir() and not is_run_name(p) and sniff(p) is None:
         return None
-    if is_recording(p):
+    if is_recording(p) or is_captures(p):  # folders a writer fills: it may still be at it
         state: str = recording_state(p)
         tree = open_tree(p, chunks=_chunks_for(p))
         try:
-            return _from_tree(tree, "recording", state)
+            return _from_tree(tree, "recording" if is_recording(p) else "captures", state)
         finally:
             tree.close()
     record = None

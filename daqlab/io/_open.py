@@ -15,6 +15,7 @@ import xarray as xr
 
 from daqlab.errors import ConfigurationError, FormatError, SchemaError, StorageError
 from daqlab.io._atomic import as_path, probe, storage_errors
+from daqlab.io._capfile import is_captures, open_captures_tree
 from daqlab.io._csv import sidecar_path
 from daqlab.io._formats import FORMATS, READ_ONLY, by_name, by_suffix, sniff, unknown
 from daqlab.io._recorder import RECORDING_SUFFIX, is_recording, open_recording_or_final
@@ -73,6 +74,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 def _detect(p: Path) -> str:
     if is_recording(p):
         return "recording"
+    if is_captures(p):
+        return "captures"
     if not p.exists():
         raise StorageError(errno.ENOENT, f"{p} does not exist; check the path (cwd is {Path.cwd()}).")
     if p.is_dir():
@@ -130,6 +133,9 @@ def _open(p: Path, chunks: Any, group: str | None, whole: bool = False) -> Any:
     fmt = _detect(p)
     if fmt == "recording":
         return _in_group(open_recording_or_final(p, None, chunks, _open_file), group, p)
+    if fmt == "captures":
+        captures = open_captures_tree(p, chunks)
+        return captures if whole else coords_in_memory(single_run(captures, group, str(p)))
     entry = by_name(fmt)
     if entry.open is not None and group is None and not whole:
         return entry.open(p, chunks)
@@ -146,8 +152,8 @@ def _in_group(run: xr.Dataset, group: str | None, p: Path) -> xr.Dataset:
 def _open_file(p: Path, chunks: Any, fmt: str | None = None) -> xr.Dataset:
     """A run file (not a recording folder) of format ``fmt``, detected when ``None``."""
     fmt = _detect(p) if fmt is None else fmt
-    if fmt == "recording":
-        raise FormatError(f"{p} is a recording folder where a run file was expected.")
+    if fmt in ("recording", "captures"):
+        raise FormatError(f"{p} is a {fmt} folder where a run file was expected.")
     entry = by_name(fmt)
     if entry.open is not None:
         return entry.open(p, chunks)
