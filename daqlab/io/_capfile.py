@@ -32,9 +32,9 @@ from daqlab.errors import FormatError, StorageError
 from daqlab.io._atomic import ensure_space, probe, write_durably
 from daqlab.io._codec import JSON, decode_attrs, dumps, encode_attrs, to_json
 from daqlab.io._records import channel_from_record, channel_record, check_schema_version
-from daqlab.io._writerlock import CLOSED, WriterLock
+from daqlab.io._writerlock import WriterLock
 from daqlab.model import Channel
-from daqlab.run import SCHEMA_VERSION, assemble_run, iso_utc
+from daqlab.run import SCHEMA_VERSION, assemble_run
 from daqlab.tree import make_tree
 
 __all__ = ["CAPTURES_SUFFIX", "CaptureWriter", "is_captures", "open_captures", "open_captures_tree"]
@@ -114,14 +114,12 @@ class CaptureWriter:
 
     def close(self) -> None:
         """Write what is queued, note the folder closed, let its lock go."""
+        lock, self._lock = self._lock, None
         try:
             self.flush()
-            note = dumps({"closed_at": iso_utc(), "captures": self.written})
-            write_durably(self.folder / CLOSED, lambda p: p.write_text(note))
         finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+            if lock is not None:
+                lock.finish(self.folder, {"captures": self.written})
 
 
 def _manifest(folder: Path) -> dict[str, Any]:

@@ -35,9 +35,9 @@ from daqlab.io._atomic import as_path, ensure_space, fsync_dir, probe, temp_name
 from daqlab.io._codec import JSON, decode_attrs, dumps, encode_attrs, to_json
 from daqlab.io._netcdf import open_netcdf, save_netcdf
 from daqlab.io._records import channel_from_record, channel_record, check_schema_version
-from daqlab.io._writerlock import CLOSED, WriterLock
+from daqlab.io._writerlock import WriterLock
 from daqlab.model import Channel, Quality
-from daqlab.run import SCHEMA_VERSION, assemble_run, check_chunks, flag_quality, iso_utc, validate
+from daqlab.run import SCHEMA_VERSION, assemble_run, check_chunks, flag_quality, validate
 
 __all__ = ["RECORDING_SUFFIX", "Recorder", "is_recording", "open_recording", "open_recording_or_final"]
 
@@ -288,15 +288,12 @@ class Recorder:
 
     def _mark_closed(self) -> None:
         """Note in the folder that the recorder closed it (not crashed), then let its lock go."""
-        if self._writer is None:
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
-        note = dumps({"closed_at": iso_utc(), "samples": self.samples_written,
-                      "gap_samples": self.gap_samples,
-                      "error": None if self.error is None else str(self.error)})
         with contextlib.suppress(OSError):  # e.g. a full disk: readers then see a crash, as after one
-            write_durably(self.folder / CLOSED, lambda p: p.write_text(note))
-        self._writer.release()
-        self._writer = None
+            writer.finish(self.folder, {"samples": self.samples_written, "gap_samples": self.gap_samples,
+                                        "error": None if self.error is None else str(self.error)})
 
     def recorded(self, chunks: Any = None) -> xr.Dataset:
         """What is durable so far, as a run: the folder while recording, the file after."""

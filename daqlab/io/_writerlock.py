@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+from daqlab.io._atomic import write_durably
+from daqlab.io._codec import dumps
+from daqlab.run import iso_utc
 
 __all__ = ["CLOSED", "LOCK", "WriterLock", "recording_state"]
 
@@ -33,6 +38,15 @@ class WriterLock:
         self._fd: int | None = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def finish(self, folder: Path, note: Mapping[str, Any]) -> None:
+        """Write ``closed.json`` (``note`` and the time, durably) into ``folder``, then let the
+        lock go, whatever happened to the note."""
+        text = dumps({"closed_at": iso_utc(), **note})
+        try:
+            write_durably(folder / CLOSED, lambda p: p.write_text(text))
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Let the lock go (idempotent)."""
