@@ -901,6 +901,16 @@ class _Session:
         self.dm = dl.DataManager({"fast": self.fast, "slow": self.slow}, name="rig", autosave_interval=None,
                                  output_dir=folder, flush_interval=0.02, handle_sigint=False)
 
+    @contextlib.contextmanager
+    def started(self) -> Iterator[str]:
+        """The manager running; yields the session manifest's name (relative to the folder)."""
+        self.dm.start()
+        try:
+            assert self.dm.session_path is not None
+            yield self.dm.session_path.name
+        finally:
+            self.dm.stop()
+
     def feed(self, n_fast: int, n_slow: int) -> None:
         """Feed that many samples and wait until they are durable."""
         recs = self.dm.recorders
@@ -917,10 +927,7 @@ class _Session:
 
 def test_a_session_row_follows_its_recordings_while_they_are_written(tmp_path: Path) -> None:
     session = _Session(tmp_path)
-    session.dm.start()
-    try:
-        assert session.dm.session_path is not None
-        rel = session.dm.session_path.name
+    with session.started() as rel:
         session.feed(100, 4)
         cat = dl.Catalog(tmp_path)
         assert _row(cat, rel)["samples"] == 104
@@ -929,8 +936,6 @@ def test_a_session_row_follows_its_recordings_while_they_are_written(tmp_path: P
         folders = cat.df[cat.df["format"] == "recording"]
         assert (list(folders["state"]), list(folders["samples"])) == (["recording"] * 2, [150, 4])
         assert _row(cat, rel)["samples"] == 154
-    finally:
-        session.dm.stop()
     final = _row(cat.scan(), rel)
     assert final == expected_row(tmp_path, rel, "session", "complete")
     assert (final["samples"], final["groups"]) == (154, ["/fast", "/slow"])
@@ -941,15 +946,10 @@ def test_a_session_row_follows_its_recordings_while_they_are_written(tmp_path: P
 def test_a_session_being_recorded_is_in_state_recording(tmp_path: Path) -> None:
     """Like its recordings' rows: "recording" while they are written, "complete" after."""
     session = _Session(tmp_path)
-    session.dm.start()
-    try:
-        assert session.dm.session_path is not None
-        rel = session.dm.session_path.name
+    with session.started() as rel:
         session.feed(10, 1)
         cat = dl.Catalog(tmp_path)
         during = _row(cat, rel)
-    finally:
-        session.dm.stop()
     after = _row(cat.scan(), rel)
     cat.close()
     assert (during["samples"], after["samples"]) == (11, 11)
