@@ -16,7 +16,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import xarray as xr
 
 from daqlab.errors import DaqlabError, FormatError
 from daqlab.io._capfile import is_captures
@@ -81,10 +80,15 @@ def _record(fmt: str, state: str, attrs: Mapping[str, Any], nodes: list[dict[str
     }
 
 
-def _from_tree(tree: xr.DataTree, fmt: str, state: str) -> dict[str, Any]:
-    """The record of an opened (lazy) tree: quality counted chunk by chunk."""
-    nodes = [_node(key, run.attrs, run_summary(run)) for key, run in run_nodes(tree).items()]
-    return _record(fmt, state, {str(k): v for k, v in tree.attrs.items()}, nodes)
+def _from_tree(path: Path, chunks: Any, fmt: str, state: str) -> dict[str, Any]:
+    """The record of the tree at ``path``, opened with ``chunks`` (lazily: quality counted
+    chunk by chunk), then closed (a lazy tree holds its files open until collected)."""
+    tree = open_tree(path, chunks=chunks)
+    try:
+        nodes = [_node(key, run.attrs, run_summary(run)) for key, run in run_nodes(tree).items()]
+        return _record(fmt, state, {str(k): v for k, v in tree.attrs.items()}, nodes)
+    finally:
+        tree.close()
 
 
 _LISTED = ("name", "id", "description", "created_at", "sample_rate", "calibrated", "metadata",
@@ -159,12 +163,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not p.is_dir() and not is_run_name(p) and sniff(p) is None:
         return None
     if is_recording(p) or is_captures(p):  # folders a writer fills: it may still be at it
-        state: str = recording_state(p)
-        tree = open_tree(p, chunks=_chunks_for(p))
-        try:
-            return _from_tree(tree, "recording" if is_recording(p) else "captures", state)
-        finally:
-            tree.close()
+        return _from_tree(p, _chunks_for(p), "recording" if is_recording(p) else "captures",
+                          recording_state(p))
     record = None
     with p.open("rb") as f:
         head = f.read(8)
@@ -179,13 +179,9 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if fmt in ("csv", "csv-wide"):
         record = _csv(p, fmt)
     if record is None:
-        state = _session_state(p) if fmt == "session" else "complete"
         # a session manifest is small, its recordings need not be
-        tree = open_tree(p, chunks={} if fmt == "session" else _chunks_for(p))
-        try:
-            record = _from_tree(tree, fmt, state)
-        finally:
-            tree.close()  # the files a lazy tree holds open (closed on collection otherwise)
+        record = _from_tree(p, {} if fmt == "session" else _chunks_for(p), fmt,
+                            _session_state(p) if fmt == "session" else "complete")
     return record
 
 
